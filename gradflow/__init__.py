@@ -1,0 +1,43 @@
+"""gradflow: exact gradient flow of two-layer neural networks in JAX."""
+
+import jax
+
+
+# Tiny init scales (1e-8 ... 1e-20) need float64; gradflow's constructors default to it.
+jax.config.update("jax_enable_x64", True)
+
+from ._activation import (  # noqa: E402
+    AbstractActivation as AbstractActivation,
+    Erf as Erf,
+    Gaussian as Gaussian,
+    GELU as GELU,
+    get_activation as get_activation,
+    Identity as Identity,
+    LeakyReLU as LeakyReLU,
+    Rational as Rational,
+    register_activation as register_activation,
+    ReLU as ReLU,
+    Sinc as Sinc,
+    Sinc2 as Sinc2,
+    Softplus as Softplus,
+    Tanh as Tanh,
+)
+from ._coordinates import (  # noqa: E402
+    AbstractCoordinates as AbstractCoordinates,
+    Cartesian as Cartesian,
+    ScaleFree as ScaleFree,
+)
+from ._flow import gradient_flow as gradient_flow  # noqa: E402
+from ._init import net_with_imbalance as net_with_imbalance, random_net as random_net  # noqa: E402
+from ._loss import squared_loss as squared_loss  # noqa: E402
+from ._network import (  # noqa: E402
+    imbalance as imbalance,
+    parameter_norm as parameter_norm,
+    TwoLayerNet as TwoLayerNet,
+)
+from ._solution import Solution as Solution  # noqa: E402
+from ._status import Status as Status, StopReason as StopReason  # noqa: E402
+from ._times import log_times as log_times  # noqa: E402
+
+
+__version__ = "0.1.0"

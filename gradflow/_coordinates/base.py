@@ -1,0 +1,35 @@
+import abc
+from collections.abc import Callable
+
+import diffrax as dfx
+import equinox as eqx
+from jaxtyping import Array, Float, PyTree
+
+
+Gradient = Callable[[Float[Array, " P"]], Float[Array, " P"]]
+
+
+class AbstractCoordinates(eqx.Module):
+    """How the flat parameter vector $\\theta \\in \\mathbb{R}^P$ is represented as the
+    ODE state, and how the solver's local error is measured in that representation.
+
+    The flow itself is always $\\dot\\theta = -\\nabla L(\\theta)$; coordinates only change
+    which error the step-size controller sees, which decides whether a tiny init
+    scale is resolved at all.
+    """
+
+    @abc.abstractmethod
+    def to_state(self, theta: Float[Array, " P"]) -> PyTree[Array]:
+        """Maps parameters to the ODE state."""
+
+    @abc.abstractmethod
+    def to_params(self, state: PyTree[Array]) -> Float[Array, " P"]:
+        """Maps the ODE state back to parameters."""
+
+    @abc.abstractmethod
+    def vector_field(self, gradient: Gradient) -> Callable:
+        """The ODE right-hand side `f(t, state, args)` equivalent to $-\\nabla L$."""
+
+    @abc.abstractmethod
+    def controller(self, rtol) -> dfx.AbstractStepSizeController:
+        """The step-size controller for relative tolerance `rtol`."""

@@ -1,0 +1,9 @@
+from jaxtyping import Array, ArrayLike, Float
+
+
+# Names follow the maths: n data points of dimension d, m neurons, T save times.
+Inputs = Float[Array, "n d"]
+Targets = Float[Array, " n"]
+Weights = Float[Array, " n"]
+Times = Float[Array, " T"]
+ScalarLike = float | Float[ArrayLike, ""]

@@ -1,0 +1,43 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+
+def is_traced(x) -> bool:
+    """True inside `jit`/`vmap`, where values cannot be inspected at trace time."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def all_concrete(*xs) -> bool:
+    return not any(is_traced(leaf) for x in xs for leaf in jax.tree_util.tree_leaves(x))
+
+
+def ravel_net(net):
+    """Splits a network into its flat parameter vector θ and a function θ ↦ network."""
+    params, static = eqx.partition(net, eqx.is_array)
+    theta, unravel = ravel_pytree(params)
+    return theta, lambda th: eqx.combine(unravel(th), static)
+
+
+def rms(v):
+    return jnp.sqrt(jnp.mean(v**2))
+
+
+def check_finite(name: str, value) -> None:
+    """Raises if a concrete array holds NaN or inf; silently skips traced values."""
+    if value is None or is_traced(value):
+        return
+    if not np.all(np.isfinite(np.asarray(value))):
+        raise ValueError(
+            f"`{name}` contains NaN or inf. Remove or impute those entries first "
+            "(to drop a sample, give it weight 0 rather than a NaN target)."
+        )
+
+
+def check_positive(name: str, value, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or (not is_traced(value) and not (np.isfinite(value) and value > 0)):
+        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
