@@ -113,8 +113,21 @@ def evaluations_per_step(solver) -> tuple[int, int] | None:
 
 @eqx.filter_jit
 def _gradient_flow(
-    net, x, y, weights, t1, ts, rtol, loss_tol, stationarity_tol, *,
-    reduction, solver, coordinates, observables, max_steps,
+    net,
+    x,
+    y,
+    weights,
+    t1,
+    ts,
+    rtol,
+    loss_tol,
+    stationarity_tol,
+    *,
+    reduction,
+    solver,
+    coordinates,
+    observables,
+    max_steps,
 ):
     theta0, unravel = ravel_net(net)
 
@@ -193,9 +206,7 @@ def _gradient_flow(
 
     num_steps = sol.stats["num_steps"]
     counts = evaluations_per_step(solver)
-    num_evaluations = (
-        jnp.asarray(-1) if counts is None else counts[0] * num_steps + counts[1]
-    )
+    num_evaluations = jnp.asarray(-1) if counts is None else counts[0] * num_steps + counts[1]
     return Solution(
         net=unravel(theta_end),
         ts=ts,

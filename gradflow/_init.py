@@ -43,9 +43,7 @@ def random_net(
         if float(scale) <= 0 or not jnp.isfinite(float(scale)):
             raise ValueError(f"`scale` must be positive and finite, got {scale!r}.")
     if distribution not in ("gaussian", "sphere"):
-        raise ValueError(
-            f"`distribution` must be 'gaussian' or 'sphere', got {distribution!r}."
-        )
+        raise ValueError(f"`distribution` must be 'gaussian' or 'sphere', got {distribution!r}.")
     scale = jnp.asarray(scale, dtype)
     k_a, k_w = jax.random.split(key)
     rows = jax.random.normal(k_w, (width, dim + bias), dtype)
@@ -55,9 +53,7 @@ def random_net(
         rows = rows / jnp.linalg.norm(rows, axis=1, keepdims=True)
         a = jnp.where(jax.random.bernoulli(k_a, shape=(width,)), 1.0, -1.0).astype(dtype)
     W, b = (rows[:, :-1], rows[:, -1]) if bias else (rows, None)
-    return TwoLayerNet(
-        a * scale, W * scale, None if b is None else b * scale, activation
-    )
+    return TwoLayerNet(a * scale, W * scale, None if b is None else b * scale, activation)
 
 
 def net_with_imbalance(

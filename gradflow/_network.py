@@ -39,8 +39,7 @@ class TwoLayerNet(eqx.Module):
             raise ValueError(f"`a` must have shape (m,), got shape {a.shape}.")
         if W.ndim != 2 or W.shape[0] != a.shape[0]:
             raise ValueError(
-                f"`W` must have shape (m, d) = ({a.shape[0]}, d) to match `a`, got "
-                f"shape {W.shape}."
+                f"`W` must have shape (m, d) = ({a.shape[0]}, d) to match `a`, got shape {W.shape}."
             )
         if b is not None:
             b = jnp.asarray(b)

@@ -31,8 +31,7 @@ _STATUS_MESSAGES = {
         "scale, or lower `rtol`."
     ),
     Status.SOLVER_FAILURE: (
-        "The ODE solver failed (e.g. its step size underflowed); the solution holds "
-        "the last state."
+        "The ODE solver failed (e.g. its step size underflowed); the solution holds the last state."
     ),
 }
 

@@ -28,15 +28,11 @@ def check_problem(net, x, y, weights):
             f"`x` has {x.shape[1]} features but the network's `W` expects d = {net.dim}."
         )
     if y.shape != (x.shape[0],):
-        raise ValueError(
-            f"`y` must have shape (n,) = ({x.shape[0]},) to match `x`, got {y.shape}."
-        )
+        raise ValueError(f"`y` must have shape (n,) = ({x.shape[0]},) to match `x`, got {y.shape}.")
     if weights is not None:
         weights = jnp.asarray(weights)
         if weights.shape != y.shape:
-            raise ValueError(
-                f"`weights` must have shape (n,) = {y.shape}, got {weights.shape}."
-            )
+            raise ValueError(f"`weights` must have shape (n,) = {y.shape}, got {weights.shape}.")
     arrays = {"x": x, "y": y, "net": net.a} | ({} if weights is None else {"weights": weights})
     dtypes = {name: a.dtype for name, a in arrays.items()}
     if len(set(dtypes.values())) != 1:

@@ -22,9 +22,7 @@ class LeakyReLU(AbstractActivation):
 
     def __check_init__(self):
         if not 0 <= self.negative_slope < 1:
-            raise ValueError(
-                f"`negative_slope` must lie in [0, 1), got {self.negative_slope}."
-            )
+            raise ValueError(f"`negative_slope` must lie in [0, 1), got {self.negative_slope}.")
 
     def __call__(self, z: Float[ArrayLike, "..."]) -> Float[Array, "..."]:
         z = jnp.asarray(z)

@@ -6,7 +6,7 @@ from .base import AbstractCoordinates
 
 
 class ScaleFree(AbstractCoordinates):
-    """Log-polar coordinates $\\theta = e^{\\rho} u$ with $\\rho = \\log \\|\\theta\\|_{\\mathrm{rms}}$.
+    """Log-polar coordinates $\\theta = e^{\\rho} u$, $\\rho = \\log \\|\\theta\\|_{\\mathrm{rms}}$.
 
     The state is $(\\rho, u)$ with $\\|u\\|_{\\mathrm{rms}} = 1$, and
 
