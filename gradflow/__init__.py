@@ -27,8 +27,14 @@ from ._coordinates import (  # noqa: E402
     Cartesian as Cartesian,
     ScaleFree as ScaleFree,
 )
+from ._descent import (  # noqa: E402
+    distance_to_flow as distance_to_flow,
+    gradient_descent as gradient_descent,
+)
+from ._ensemble import flow_ensemble as flow_ensemble, run_chunks as run_chunks  # noqa: E402
 from ._flow import gradient_flow as gradient_flow  # noqa: E402
 from ._init import net_with_imbalance as net_with_imbalance, random_net as random_net  # noqa: E402
+from ._labels import to_dataset as to_dataset  # noqa: E402
 from ._loss import squared_loss as squared_loss  # noqa: E402
 from ._network import (  # noqa: E402
     imbalance as imbalance,
@@ -36,7 +42,12 @@ from ._network import (  # noqa: E402
     TwoLayerNet as TwoLayerNet,
 )
 from ._solution import Solution as Solution  # noqa: E402
-from ._status import Status as Status, StopReason as StopReason  # noqa: E402
+from ._status import (  # noqa: E402
+    Status as Status,
+    status_messages as status_messages,  # noqa: E402
+    StopReason as StopReason,
+)
+from ._sweep import sweep as sweep  # noqa: E402
 from ._times import log_times as log_times  # noqa: E402
 
 

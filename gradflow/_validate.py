@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from ._misc import all_concrete, check_finite, is_traced, rms
+from ._misc import all_concrete, check_finite, is_traced
 from ._network import TwoLayerNet
 
 
@@ -58,10 +58,14 @@ def check_problem(net, x, y, weights):
 
 
 def check_init_scale(net: TwoLayerNet) -> None:
+    """Refuses float32 nets (single, or stacked along a leading seed axis) whose scale
+    float32 cannot resolve."""
     if net.dtype != jnp.float32 or is_traced(net.a):
         return
-    theta = jnp.concatenate([net.a, net.W.ravel()] + ([] if net.b is None else [net.b]))
-    scale = float(rms(theta))
+    batch = net.a.shape[:-1]
+    leaves = [net.a, net.W] + ([] if net.b is None else [net.b])
+    theta = np.concatenate([np.asarray(v).reshape(batch + (-1,)) for v in leaves], axis=-1)
+    scale = float(np.min(np.sqrt(np.mean(theta**2, axis=-1))))
     if scale < _FLOAT32_MIN_SCALE:
         raise ValueError(
             f"`net` is float32 with init scale {scale:.1e}, which float32 cannot "

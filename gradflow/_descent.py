@@ -1,0 +1,154 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, ArrayLike, Float
+
+from ._flow import Observables
+from ._loss import Reduction, squared_loss
+from ._misc import check_positive, is_traced, ravel_net
+from ._network import TwoLayerNet
+from ._solution import Solution
+from ._status import Status, StopReason
+from ._validate import check_problem, check_times
+
+
+def gradient_descent(
+    net: TwoLayerNet,
+    x: Float[ArrayLike, "n d"],
+    y: Float[ArrayLike, " n"],
+    *,
+    learning_rate: float,
+    t1: float,
+    ts: Float[ArrayLike, " T"] | None = None,
+    weights: Float[ArrayLike, " n"] | None = None,
+    reduction: Reduction = "mean",
+    optimizer: optax.GradientTransformation | None = None,
+    observables: Observables | None = None,
+) -> Solution:
+    """The discrete baseline: $\\theta_{k+1} = \\theta_k - \\eta \\nabla L(\\theta_k)$, or any
+    Optax optimizer, on the same problem and with the same `Solution` as `gradient_flow`.
+
+    Step $k$ is identified with time $t = k\\eta$, so the two can be compared at the
+    same `ts` (see `distance_to_flow`); a time in `ts` is rounded to the nearest step.
+
+    **Arguments:** as `gradient_flow`, plus
+
+    - `learning_rate`: $\\eta$; also the time per step. Must be a concrete number.
+    - `t1`: run `round(t1 / learning_rate)` steps.
+    - `optimizer`: an Optax transformation; default `optax.sgd(learning_rate)`. For
+      another optimizer (e.g. Adam) `learning_rate` still sets the time per step.
+    """
+    x, y, weights = check_problem(net, x, y, weights)
+    check_positive("learning_rate", learning_rate)
+    if is_traced(learning_rate) or is_traced(t1):
+        raise ValueError(
+            "`learning_rate` and `t1` set the number of steps and must be concrete "
+            "numbers, not traced values; close over them instead of vmapping them."
+        )
+    t1, ts = check_times(t1, ts, x.dtype)
+    num_steps = int(np.rint(float(t1) / learning_rate))
+    if num_steps < 1:
+        raise ValueError(f"`t1` / `learning_rate` = {float(t1) / learning_rate} is under one step.")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"`reduction` must be 'mean' or 'sum', got {reduction!r}.")
+    optimizer = optax.sgd(learning_rate) if optimizer is None else optimizer
+    save_steps = jnp.clip(jnp.rint(ts / learning_rate).astype(jnp.int32), 0, num_steps)
+    return _gradient_descent(
+        net,
+        x,
+        y,
+        weights,
+        save_steps,
+        ts,
+        jnp.asarray(learning_rate, x.dtype),
+        reduction=reduction,
+        optimizer=optimizer,
+        observables=dict(observables or {}),
+        num_steps=num_steps,
+    )
+
+
+@eqx.filter_jit
+def _gradient_descent(
+    net,
+    x,
+    y,
+    weights,
+    save_steps,
+    ts,
+    learning_rate,
+    *,
+    reduction,
+    optimizer,
+    observables,
+    num_steps,
+):
+    theta0, unravel = ravel_net(net)
+
+    def loss_of(theta):
+        return squared_loss(unravel(theta), x, y, weights, reduction)
+
+    gradient = jax.grad(loss_of)
+
+    def step(_, carry):
+        theta, opt_state = carry
+        updates, opt_state = optimizer.update(gradient(theta), opt_state, theta)
+        return optax.apply_updates(theta, updates), opt_state
+
+    def advance(carry, k_save):
+        # `fori_loop` with traced bounds is a while loop: vmappable, and memory stays
+        # that of one state however many steps lie between two save times.
+        state, k = carry
+        state = jax.lax.fori_loop(k, k_save, step, state)
+        theta = state[0]
+        model = unravel(theta)
+        saved = dict(
+            theta=theta,
+            loss=loss_of(theta),
+            observables={name: fn(model) for name, fn in observables.items()},
+        )
+        return (state, k_save), saved
+
+    carry = ((theta0, optimizer.init(theta0)), jnp.zeros((), jnp.int32))
+    (state, k), saved = jax.lax.scan(advance, carry, save_steps)
+    theta_end = jax.lax.fori_loop(k, num_steps, step, state)[0]
+    finite = jnp.all(jnp.isfinite(theta_end)) & jnp.isfinite(loss_of(theta_end))
+    status = jnp.where(finite, Status.SUCCESS, Status.NONFINITE).astype(jnp.int32)
+    steps = jnp.asarray(num_steps)
+    return Solution(
+        net=unravel(theta_end),
+        ts=ts,
+        nets=jax.vmap(unravel)(saved["theta"]),
+        loss=saved["loss"],
+        observables=saved["observables"],
+        t_stop=num_steps * learning_rate,
+        num_steps=steps,
+        num_accepted_steps=steps,
+        num_rejected_steps=jnp.zeros_like(steps),
+        num_evaluations=steps,
+        status=status,
+        stop_reason=jnp.where(finite, StopReason.T1, StopReason.FAILED).astype(jnp.int32),
+    )
+
+
+def _net_sq_norm(net: TwoLayerNet) -> Array:
+    """$\\|\\theta\\|^2$ of a net, keeping any leading (seed, time) axes."""
+    out = jnp.sum(net.a**2, axis=-1) + jnp.sum(net.W**2, axis=(-2, -1))
+    return out if net.b is None else out + jnp.sum(net.b**2, axis=-1)
+
+
+def distance_to_flow(other: Solution, flow: Solution) -> Float[Array, "... T"]:
+    """Relative distance $\\|\\theta_{\\text{other}}(t) - \\theta_{\\text{flow}}(t)\\| /
+    \\|\\theta_{\\text{flow}}(t)\\|$ at the common save times: where gradient descent (or
+    any other solution) departs from the flow. Works on ensembles too."""
+    if np.shape(other.ts) != np.shape(flow.ts) or not np.allclose(
+        np.asarray(other.ts), np.asarray(flow.ts)
+    ):
+        raise ValueError(
+            "`other` and `flow` must be saved at the same `ts`; pass the same `ts` to "
+            "`gradient_descent` and `gradient_flow`."
+        )
+    diff = jax.tree_util.tree_map(lambda p, q: p - q, other.nets, flow.nets)
+    return jnp.sqrt(_net_sq_norm(diff) / _net_sq_norm(flow.nets))

@@ -1,0 +1,183 @@
+import hashlib
+import json
+import pathlib
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import ArrayLike, Float, PyTree
+from tqdm.auto import tqdm
+
+from ._flow import gradient_flow
+from ._misc import check_finite
+from ._network import TwoLayerNet
+from ._solution import Solution
+from ._validate import check_init_scale, check_problem
+
+
+def run_chunks(
+    fn: Callable[[PyTree], PyTree],
+    inputs: PyTree,
+    *,
+    chunk_size: int,
+    progress: bool = True,
+    checkpoint_dir: "str | pathlib.Path | None" = None,
+    fingerprint: str = "",
+    description: str = "chunks",
+) -> PyTree:
+    """Maps `fn` over the leading axis of `inputs` in fixed-size chunks.
+
+    `fn` is vmapped and jitted once: every chunk, the last one padded to full size,
+    has the same shapes, so the whole batch costs one compilation. Results are moved
+    to host memory (NumPy) chunk by chunk, which bounds device memory by
+    `chunk_size`. With `checkpoint_dir`, each finished chunk is written to disk and
+    a rerun with the same `fingerprint` skips it, so an interrupted sweep never
+    loses finished work.
+    """
+    leaves = jax.tree_util.tree_leaves(inputs)
+    if not leaves:
+        raise ValueError("`inputs` must contain at least one array.")
+    total = leaves[0].shape[0]
+    if total == 0:
+        raise ValueError("The batch is empty: nothing to run.")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
+    chunk_size = min(chunk_size, total)
+    num_chunks = -(-total // chunk_size)
+    store = None if checkpoint_dir is None else _ChunkStore(checkpoint_dir, fingerprint)
+    batched = eqx.filter_jit(jax.vmap(fn))
+    out_treedef, results = None, []
+    for i in tqdm(range(num_chunks), desc=description, disable=not progress):
+        cached = None if store is None else store.load(i)
+        if cached is not None:
+            results.append(cached)
+            continue
+        index = np.arange(i * chunk_size, (i + 1) * chunk_size)
+        index = np.where(index < total, index, 0)  # pad with a repeat of seed 0
+        chunk = jax.tree_util.tree_map(lambda leaf: leaf[index], inputs)
+        out = batched(chunk)
+        arrays, static = eqx.partition(out, eqx.is_array)
+        out_leaves, out_treedef = jax.tree_util.tree_flatten(arrays)
+        host = [np.asarray(leaf) for leaf in out_leaves]
+        if store is not None:
+            store.save(i, host)
+        results.append(host)
+    if out_treedef is None:  # every chunk came from disk: trace once for the structure
+        shapes = jax.eval_shape(jax.vmap(fn), jax.tree_util.tree_map(lambda v: v[:1], inputs))
+        arrays, static = eqx.partition(shapes, lambda v: isinstance(v, jax.ShapeDtypeStruct))
+        out_treedef = jax.tree_util.tree_structure(arrays)
+    stacked = [np.concatenate(parts)[:total] for parts in zip(*results)]
+    return eqx.combine(jax.tree_util.tree_unflatten(out_treedef, stacked), static)
+
+
+class _ChunkStore:
+    def __init__(self, directory, fingerprint: str):
+        self.directory = pathlib.Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+        meta = self.directory / "fingerprint.json"
+        if meta.exists() and json.loads(meta.read_text())["tag"] != self.tag:
+            raise ValueError(
+                f"`checkpoint_dir` {str(self.directory)!r} holds chunks of a different "
+                "run (other data, grid or options). Use a new directory, or delete it."
+            )
+        meta.write_text(json.dumps({"tag": self.tag, "fingerprint": fingerprint}))
+
+    def _path(self, i: int) -> pathlib.Path:
+        return self.directory / f"chunk_{i:06d}.npz"
+
+    def load(self, i: int):
+        path = self._path(i)
+        if not path.exists():
+            return None
+        with np.load(path) as data:
+            return [data[f"leaf_{j}"] for j in range(len(data.files))]
+
+    def save(self, i: int, leaves) -> None:
+        # Write then rename, so a crash mid-write never leaves a truncated chunk.
+        tmp = self._path(i).with_suffix(".tmp.npz")
+        np.savez(tmp, **{f"leaf_{j}": leaf for j, leaf in enumerate(leaves)})
+        tmp.replace(self._path(i))
+
+
+def flow_ensemble(
+    nets: TwoLayerNet,
+    x: Float[ArrayLike, "... n d"],
+    y: Float[ArrayLike, "... n"],
+    *,
+    weights: Float[ArrayLike, "... n"] | None = None,
+    chunk_size: int = 256,
+    progress: bool = True,
+    checkpoint_dir: "str | pathlib.Path | None" = None,
+    **flow_kwargs,
+) -> Solution:
+    """Runs `gradient_flow` for a stacked batch of initial networks in one compiled,
+    vmapped call per chunk.
+
+    **Arguments:**
+
+    - `nets`: a `TwoLayerNet` whose arrays have a leading seed axis, e.g. from
+      `jax.vmap(lambda k: gradflow.random_net(k, ...))(keys)`.
+    - `x`, `y`, `weights`: shared data `(n, d)`, `(n,)`, or per-seed data with the
+      same leading seed axis.
+    - `chunk_size`: seeds per compiled call; bounds memory.
+    - `progress`: show a progress bar across chunks.
+    - `checkpoint_dir`: keep finished chunks on disk and resume from them.
+    - `**flow_kwargs`: passed to `gradient_flow` (`t1`, `ts`, `rtol`, ...).
+
+    **Returns:** a `Solution` with a leading seed axis (NumPy arrays). A seed that
+    fails has a non-zero `status`; the others are unaffected.
+    """
+    if not isinstance(nets, TwoLayerNet) or nets.a.ndim != 2:
+        raise ValueError(
+            "`nets` must be a stacked `TwoLayerNet` with `a` of shape (seeds, m); "
+            "build one with `jax.vmap` over keys."
+        )
+    num_seeds = nets.a.shape[0]
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    per_seed = x.ndim == 3
+    if per_seed and (x.shape[0] != num_seeds or y.shape[:1] != (num_seeds,)):
+        raise ValueError(
+            f"Per-seed `x` and `y` need a leading axis of {num_seeds} seeds, got "
+            f"{x.shape} and {y.shape}."
+        )
+    first = jax.tree_util.tree_map(lambda v: v[0], nets)
+    pick = (lambda v: None if v is None else jnp.asarray(v)[0]) if per_seed else (lambda v: v)
+    check_problem(first, pick(x), pick(y), pick(weights))
+    for name, value in (("nets", nets.a), ("nets", nets.W), ("nets", nets.b), ("x", x), ("y", y)):
+        check_finite(name, value)
+    check_init_scale(nets)
+    data = (x, y, None if weights is None else jnp.asarray(weights))
+
+    def one(inputs):
+        net, data_i = inputs
+        x_i, y_i, w_i = data_i if per_seed else data
+        return gradient_flow(net, x_i, y_i, weights=w_i, **flow_kwargs)
+
+    batch = (nets, data if per_seed else None)
+    return run_chunks(
+        one,
+        batch,
+        chunk_size=chunk_size,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        fingerprint=_fingerprint(batch, data, flow_kwargs),
+        description="seeds/chunk",
+    )
+
+
+def _fingerprint(*trees) -> str:
+    """A digest of every array and option, so stored chunks are only reused for the
+    very same run."""
+    digest = hashlib.sha256(str(jax.tree_util.tree_structure(trees)).encode())
+    for leaf in jax.tree_util.tree_leaves(trees):
+        if isinstance(leaf, jax.Array | np.ndarray):
+            digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+        elif callable(leaf) and hasattr(leaf, "__qualname__"):
+            # Not `repr`: a function's repr holds its address, new in every process.
+            digest.update(f"{leaf.__module__}.{leaf.__qualname__}".encode())
+        else:
+            digest.update(repr(leaf).encode())
+    return digest.hexdigest()

@@ -1,0 +1,67 @@
+import jax
+import numpy as np
+
+from ._solution import Solution
+from ._status import Status, StopReason
+
+
+def _xarray():
+    try:
+        import xarray
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("Labelled results need xarray: `pip install 'gradflow[xarray]'`.") from e
+    return xarray
+
+
+_PARAM_DIMS = {"a": ("neuron",), "W": ("neuron", "feature"), "b": ("neuron",)}
+
+
+def to_dataset(solution: Solution, grid: "dict[str, np.ndarray] | None" = None):
+    """An ensemble `Solution` as an `xarray.Dataset`.
+
+    `grid` maps dimension names to coordinates whose sizes multiply to the number
+    of runs (C order), e.g. `{"n": sizes, "scale": scales, "seed": seeds}`; the
+    default is one `seed` axis. Variables: `loss` and each observable over `time`,
+    the final parameters `a`, `W`, `b`, and the per-run `t_stop`, `status`,
+    `stop_reason`, `num_steps`, `num_evaluations`. `attrs` carry the code meanings.
+    """
+    xr = _xarray()
+    status = np.asarray(solution.status)
+    if status.ndim != 1:
+        raise ValueError("`solution` must be an ensemble: a leading run axis and no other.")
+    runs = status.shape[0]
+    grid = {"seed": np.arange(runs)} if grid is None else dict(grid)
+    shape = tuple(len(v) for v in grid.values())
+    if int(np.prod(shape)) != runs:
+        raise ValueError(f"`grid` has {int(np.prod(shape))} points but there are {runs} runs.")
+    dims = tuple(grid)
+
+    def var(value, extra_dims):
+        value = np.asarray(value)
+        return dims + extra_dims, value.reshape(shape + value.shape[1:])
+
+    data = {
+        "loss": var(solution.loss, ("time",)),
+        "t_stop": var(solution.t_stop, ()),
+        "status": var(solution.status, ()),
+        "stop_reason": var(solution.stop_reason, ()),
+        "num_steps": var(solution.num_steps, ()),
+        "num_evaluations": var(solution.num_evaluations, ()),
+    }
+    for name, dims_p in _PARAM_DIMS.items():
+        value = getattr(solution.net, name)
+        if value is not None:
+            data[name] = var(value, dims_p)
+    for name, value in solution.observables.items():
+        leaves = jax.tree_util.tree_leaves(value)
+        if len(leaves) != 1:
+            continue  # only array-valued observables have an obvious labelling
+        extra = tuple(f"{name}_dim{k}" for k in range(np.ndim(leaves[0]) - 2))
+        data[name] = var(leaves[0], ("time",) + extra)
+    coords = dict(grid) | {"time": np.asarray(solution.ts).reshape(runs, -1)[0]}
+    attrs = {
+        "status_codes": "; ".join(f"{c.value}={c.name.lower()}" for c in Status),
+        "stop_reason_codes": "; ".join(f"{c.value}={c.name.lower()}" for c in StopReason),
+        "activation": type(solution.net.activation).__name__,
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
