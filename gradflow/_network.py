@@ -75,7 +75,7 @@ class TwoLayerNet(eqx.Module):
     def preactivation(self, x: Float[ArrayLike, "n d"]) -> Float[Array, "n m"]:
         """$z_{ik} = w_k \\cdot x_i + b_k$; its sign pattern is the ReLU activation region."""
         z = jnp.asarray(x) @ self.W.T
-        return z if self.b is None else z + self.b
+        return z if self.b is None else z + self.b[None, :]
 
     def __call__(self, x: Float[ArrayLike, "n d"]) -> Float[Array, " n"]:
         return self.activation(self.preactivation(x)) @ self.a

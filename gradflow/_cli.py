@@ -1,0 +1,36 @@
+import argparse
+import sys
+
+from ._demo import DemoConfig, run_demo
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gradflow", description="Exact gradient flow of two-layer networks."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo", help="Run the default seed ensemble (single-neuron target, tiny init)."
+    )
+    defaults = DemoConfig()
+    demo.add_argument("--seeds", type=int, default=defaults.num_seeds)
+    demo.add_argument("--scale", type=float, default=defaults.scale, help="init scale ε")
+    demo.add_argument("--t1", type=float, default=defaults.t1)
+    demo.add_argument("--out", default="gradflow-demo", help="output directory")
+    demo.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        if args.seeds < 1:
+            parser.error("--seeds must be at least 1")
+        if not args.scale > 0:
+            parser.error("--scale must be positive")
+        if not args.t1 > 0:
+            parser.error("--t1 must be positive")
+        config = DemoConfig(num_seeds=args.seeds, scale=args.scale, t1=args.t1)
+        print(run_demo(config, args.out, progress=not args.no_progress))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

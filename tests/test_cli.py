@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+
+from gradflow._cli import main
+
+
+def test_demo_writes_summary_figure_and_results(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--seeds", "6", "--t1", "30", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 run(s)" in printed and "success: 6" in printed
+    assert (out / "demo.png").stat().st_size > 10_000
+    with np.load(out / "results.npz") as results:
+        assert results["loss"].shape[0] == 6
+        assert np.all(results["status"] == 0)
+        assert np.all(results["loss"][:, -1] < results["loss"][:, 0])
+    assert (out / "summary.txt").read_text().startswith("gradflow demo")
+
+
+@pytest.mark.parametrize("flag", [["--seeds", "0"], ["--scale", "-1"], ["--t1", "0"]])
+def test_demo_rejects_bad_options(flag, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["demo", "--out", str(tmp_path), *flag])

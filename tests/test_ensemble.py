@@ -1,0 +1,110 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradflow as gf
+
+
+def _nets(key, num, scale=1e-6):
+    keys = jax.random.split(key, num)
+    return jax.vmap(lambda k: gf.random_net(k, width=2, dim=2, scale=scale, activation="tanh"))(
+        keys
+    )
+
+
+def _seed(nets, i):
+    return jax.tree_util.tree_map(lambda v: v[i], nets)
+
+
+def test_ensemble_matches_single_runs(getkey, w1_data):
+    # 5 seeds in chunks of 2: the last chunk is padded, and padding must not leak.
+    x, y = w1_data
+    nets = _nets(getkey(), 5)
+    kwargs = dict(t1=30.0, ts=jnp.array([0.0, 10.0, 30.0]), reduction="sum")
+    ens = gf.flow_ensemble(nets, x, y, chunk_size=2, progress=False, **kwargs)
+    assert ens.status.shape == (5,) and ens.loss.shape == (5, 3)
+    for i in (0, 4):
+        single = gf.gradient_flow(_seed(nets, i), x, y, **kwargs)
+        # vmap runs the same arithmetic per seed; 1e-12 allows for XLA fusing the
+        # batched program differently (reassociation at machine precision).
+        np.testing.assert_allclose(ens.net.W[i], single.net.W, rtol=1e-12)
+        np.testing.assert_allclose(ens.loss[i], single.loss, rtol=1e-12)
+        assert ens.num_steps[i] == single.num_steps
+
+
+def test_failed_seed_does_not_stop_the_others(getkey, w1_data):
+    # Per-seed data: seed 1's inputs are scaled up 300×, which makes its flow far
+    # stiffer, so it exhausts a step budget that the others meet.
+    x, y = w1_data
+    nets = _nets(getkey(), 3)
+    xs = jnp.stack([x, 300 * x, x])
+    ys = jnp.stack([y, y, y])
+    ens = gf.flow_ensemble(
+        nets, xs, ys, t1=40.0, reduction="sum", max_steps=3000, chunk_size=3, progress=False
+    )
+    np.testing.assert_array_equal(ens.status, [0, gf.Status.MAX_STEPS_REACHED, 0])
+    assert np.all(np.isfinite(ens.net.a[1]))
+    assert ens.t_stop[1] < 40.0 and ens.t_stop[0] == 40.0
+    assert "max_steps" in ens.message[1]
+
+
+def test_checkpoint_resume_reuses_finished_chunks(getkey, w1_data, tmp_path):
+    x, y = w1_data
+    nets = _nets(getkey(), 4)
+    kwargs = dict(t1=20.0, reduction="sum", chunk_size=2, progress=False)
+    first = gf.flow_ensemble(nets, x, y, checkpoint_dir=tmp_path, **kwargs)
+    chunks = sorted(tmp_path.glob("chunk_*.npz"))
+    assert len(chunks) == 2
+    # Mark a stored chunk: a rerun must return the stored value, not recompute it.
+    with np.load(chunks[0]) as data:
+        leaves = {k: data[k].copy() for k in data.files}
+    t_stop_key = next(k for k, v in leaves.items() if v.shape == (2,) and v.dtype == np.float64)
+    leaves[t_stop_key][:] = -1.0
+    np.savez(chunks[0], **leaves)
+    chunks[1].unlink()  # an unfinished chunk is recomputed
+    second = gf.flow_ensemble(nets, x, y, checkpoint_dir=tmp_path, **kwargs)
+    flat_first = jax.tree_util.tree_leaves(first)
+    flat_second = jax.tree_util.tree_leaves(second)
+    assert any(np.all(np.asarray(v)[:2] == -1.0) for v in flat_second)
+    for a, b in zip(flat_first, flat_second):
+        np.testing.assert_array_equal(np.asarray(a)[2:], np.asarray(b)[2:])
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        gf.flow_ensemble(nets, x, y, checkpoint_dir=tmp_path, **(kwargs | {"t1": 21.0}))
+
+
+def test_to_dataset_labels(getkey, w1_data):
+    x, y = w1_data
+    nets = _nets(getkey(), 3)
+    ens = gf.flow_ensemble(
+        nets,
+        x,
+        y,
+        t1=10.0,
+        ts=jnp.array([0.0, 5.0, 10.0]),
+        reduction="sum",
+        observables={"C": gf.imbalance},
+        progress=False,
+    )
+    ds = gf.to_dataset(ens)
+    assert ds["loss"].dims == ("seed", "time")
+    assert ds["C"].dims == ("seed", "time", "C_dim0")
+    assert ds["W"].dims == ("seed", "neuron", "feature")
+    np.testing.assert_array_equal(ds["time"], [0.0, 5.0, 10.0])
+    np.testing.assert_array_equal(ds["loss"].values, ens.loss)
+
+
+def test_bad_ensemble_input(getkey, w1_data):
+    x, y = w1_data
+    nets = _nets(getkey(), 3)
+    with pytest.raises(ValueError, match="stacked"):
+        gf.flow_ensemble(_seed(nets, 0), x, y, t1=1.0)
+    with pytest.raises(ValueError, match="leading axis"):
+        gf.flow_ensemble(nets, jnp.stack([x, x]), jnp.stack([y, y]), t1=1.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        gf.flow_ensemble(nets, x, y, t1=1.0, chunk_size=0)
+    with pytest.raises(ValueError, match="`x` contains NaN"):
+        gf.flow_ensemble(nets, x.at[0, 0].set(jnp.nan), y, t1=1.0)
+    tiny32 = jax.tree_util.tree_map(lambda v: v.astype(jnp.float32), _nets(getkey(), 2, 1e-20))
+    with pytest.raises(ValueError, match="float32"):
+        gf.flow_ensemble(tiny32, x.astype(jnp.float32), y.astype(jnp.float32), t1=1.0)
