@@ -1,0 +1,33 @@
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gradflow as gf
+
+
+def test_pinned_relu_run_ends_with_status_and_last_state():
+    # The problem of the exact-ReLU-flow issue: a biased ReLU net whose breakplanes
+    # pin data points, where the vector field is discontinuous and an adaptive solver
+    # chatters. The core must end such a run with a status and its last state, in
+    # bounded time, and leave the other seeds of an ensemble alone.
+    key_x, key_net = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(key_x, (40, 3))
+    y = jnp.sin(x @ jnp.array([1.0, -2.0, 0.5]))
+    keys = jax.random.split(key_net, 2)
+    nets = jax.vmap(
+        lambda k: gf.random_net(k, width=16, dim=3, scale=0.3, activation="relu", bias=True)
+    )(keys)
+    start = time.perf_counter()
+    sol = jax.vmap(lambda n: gf.gradient_flow(n, x, y, t1=20.0, rtol=1e-8, max_steps=3000))(nets)
+    assert time.perf_counter() - start < 120
+    status = np.asarray(sol.status)
+    assert set(status.tolist()) <= {gf.Status.SUCCESS, gf.Status.MAX_STEPS_REACHED}
+    assert np.any(status == gf.Status.MAX_STEPS_REACHED)
+    stuck = status == gf.Status.MAX_STEPS_REACHED
+    assert np.all(np.asarray(sol.t_stop)[stuck] < 20.0)
+    assert np.all(np.isfinite(np.asarray(sol.net.W)))
+    # The last state is a genuine point of the flow: its loss is below the start.
+    final_loss = jax.vmap(lambda n: gf.squared_loss(n, x, y))(sol.net)
+    assert np.all(np.asarray(final_loss) < np.asarray(sol.loss[:, 0]))
