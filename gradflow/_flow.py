@@ -8,7 +8,7 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from ._coordinates import AbstractCoordinates, ScaleFree
 from ._loss import Reduction, squared_loss
-from ._misc import check_positive, ravel_net
+from ._misc import all_concrete, check_positive, layer_sizes, ravel_net
 from ._network import TwoLayerNet
 from ._solution import Solution
 from ._status import Status, StopReason
@@ -78,6 +78,14 @@ def gradient_flow(
         raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
     if not isinstance(coordinates, AbstractCoordinates):
         raise TypeError("`coordinates` must be an `AbstractCoordinates`, e.g. `ScaleFree()`.")
+    if isinstance(coordinates, ScaleFree) and coordinates.layerwise and all_concrete(net):
+        for name in ("a", "W"):
+            if not jnp.any(getattr(net, name) != 0):
+                raise ValueError(
+                    f"`net.{name}` is all zero, so its layer has no scale for "
+                    "`ScaleFree(layerwise=True)` to be relative to. Pass "
+                    "`coordinates=gradflow.ScaleFree(layerwise=False)`."
+                )
     dtype = x.dtype
     as_array = lambda v: None if v is None else jnp.asarray(v, dtype)  # noqa: E731
     return _gradient_flow(
@@ -134,6 +142,7 @@ def _gradient_flow(
     max_steps,
 ):
     theta0, unravel = ravel_net(net)
+    layers = layer_sizes(net)
 
     def loss_of(theta):
         return squared_loss(unravel(theta), x, y, weights, reduction)
@@ -141,7 +150,7 @@ def _gradient_flow(
     gradient = jax.grad(loss_of)
 
     def save(t, state, args):
-        theta = coordinates.to_params(state)
+        theta = coordinates.to_params(state, layers)
         model = unravel(theta)
         return dict(
             theta=theta,
@@ -151,24 +160,26 @@ def _gradient_flow(
 
     conditions = {}
     if loss_tol is not None:
-        conditions["loss"] = lambda t, s, args, **kw: loss_of(coordinates.to_params(s)) < loss_tol
+        conditions["loss"] = lambda t, s, args, **kw: (
+            loss_of(coordinates.to_params(s, layers)) < loss_tol
+        )
 
     if stationarity_tol is not None:
 
         def stationary(t, state, args, **kwargs):
-            theta = coordinates.to_params(state)
+            theta = coordinates.to_params(state, layers)
             grad_norm = jnp.linalg.norm(gradient(theta))
             return grad_norm <= stationarity_tol * jnp.linalg.norm(theta)
 
         conditions["stationary"] = stationary
 
     sol = dfx.diffeqsolve(
-        dfx.ODETerm(coordinates.vector_field(gradient)),
+        dfx.ODETerm(coordinates.vector_field(gradient, layers)),
         solver,
         t0=jnp.zeros_like(t1),
         t1=t1,
         dt0=None,
-        y0=coordinates.to_state(theta0),
+        y0=coordinates.to_state(theta0, layers),
         saveat=dfx.SaveAt(subs=[dfx.SubSaveAt(t1=True), dfx.SubSaveAt(ts=ts, fn=save)]),
         stepsize_controller=coordinates.controller(rtol),
         event=dfx.Event(conditions) if conditions else None,
@@ -177,7 +188,7 @@ def _gradient_flow(
     )
     final, saved = sol.ys
     t_stop = sol.ts[0][-1]
-    theta_end = coordinates.to_params(jax.tree_util.tree_map(lambda leaf: leaf[-1], final))
+    theta_end = coordinates.to_params(jax.tree_util.tree_map(lambda leaf: leaf[-1], final), layers)
     loss_end = loss_of(theta_end)
 
     reached = ts <= t_stop

@@ -21,6 +21,14 @@ def ravel_net(net):
     return theta, lambda th: eqx.combine(unravel(th), static)
 
 
+def layer_sizes(net) -> tuple[int, int]:
+    """Sizes of the outer (`a`) and inner (`W`, `b`) blocks of `ravel_net`'s θ, which
+    follows the field order of `TwoLayerNet`."""
+    m = net.a.shape[-1]
+    inner = net.W.size + (0 if net.b is None else net.b.size)
+    return m, inner
+
+
 def rms(v):
     return jnp.sqrt(jnp.mean(v**2))
 

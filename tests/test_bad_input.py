@@ -144,3 +144,13 @@ def test_integer_data():
     net, x, y = _problem()
     with pytest.raises(TypeError, match="must share one floating dtype.*x: int32"):
         gf.gradient_flow(net, jnp.ones((6, 2), jnp.int32), y, t1=10.0)
+
+
+def test_zero_layer_needs_single_radius(w1_data):
+    x, y = w1_data
+    net = gf.random_net(jax.random.key(0), width=2, dim=2, scale=1e-3, activation="tanh")
+    zero_a = gf.TwoLayerNet(jnp.zeros(2), net.W, activation="tanh")
+    with pytest.raises(ValueError, match="layerwise=False"):
+        gf.gradient_flow(zero_a, x, y, t1=1.0)
+    sol = gf.gradient_flow(zero_a, x, y, t1=1.0, coordinates=gf.ScaleFree(layerwise=False))
+    assert int(sol.status) == gf.Status.SUCCESS

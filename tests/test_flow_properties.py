@@ -113,10 +113,12 @@ def _assert_same_run(batched, single):
     """A batched (or jitted) run against the same run alone.
 
     Batched XLA reductions sum in a different order than unbatched ones, so the two
-    differ by ulps from the first step on (`jnp.dot` of the ScaleFree field differs in
-    the last bit). While the step sequences coincide that stays ~1e-14 after ~1000 steps
-    (1e-12 asserted). If an accept/reject decision that sits on the threshold flips (seen
-    for one seed in four on W1), the two take different steps and differ by up to their
+    differ by ulps from the first step on (the ScaleFree field's per-layer sums differ
+    in the last bit). While the step sequences coincide, those ulps are amplified only
+    by the flow's own sensitivity to perturbations (largest through the escape from
+    the origin and past saddles): measured up to 1.9e-10 on W1 after ~1000 steps (1e-9
+    asserted). If an accept/reject decision that sits on the threshold flips (seen for
+    one seed in four on W1), the two take different steps and differ by up to their
     integration error, ≤ 1e-8 each. The loss differs by at most ‖∇L‖·‖δθ‖ ≲ δ·L(0)."""
     assert int(batched.status) == int(single.status)
     assert int(batched.stop_reason) == int(single.stop_reason)
@@ -124,7 +126,7 @@ def _assert_same_run(batched, single):
         int(single.num_accepted_steps),
         int(single.num_rejected_steps),
     )
-    tolerance = 1e-12 if same_steps else 2 * FLOW_TOLERANCE
+    tolerance = 1e-9 if same_steps else 2 * FLOW_TOLERANCE
     assert relative_error(flatten(batched.nets), flatten(single.nets)).max() <= tolerance
     loss = np.asarray(single.loss)
     np.testing.assert_allclose(batched.loss, loss, rtol=tolerance, atol=tolerance * loss[0])
@@ -176,14 +178,14 @@ class _CountingScaleFree(gf.AbstractCoordinates):
 
     inner: gf.AbstractCoordinates = gf.ScaleFree()
 
-    def to_state(self, theta):
-        return self.inner.to_state(theta)
+    def to_state(self, theta, layer_sizes):
+        return self.inner.to_state(theta, layer_sizes)
 
-    def to_params(self, state):
-        return self.inner.to_params(state)
+    def to_params(self, state, layer_sizes):
+        return self.inner.to_params(state, layer_sizes)
 
-    def vector_field(self, gradient):
-        field = self.inner.vector_field(gradient)
+    def vector_field(self, gradient, layer_sizes):
+        field = self.inner.vector_field(gradient, layer_sizes)
 
         def counted(t, state, args):
             jax.debug.callback(_EVALUATION_TIMES.append, t)

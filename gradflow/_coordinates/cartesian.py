@@ -19,13 +19,13 @@ class Cartesian(AbstractCoordinates):
         if not self.atol >= 0:
             raise ValueError(f"`atol` must be non-negative, got {self.atol}.")
 
-    def to_state(self, theta):
+    def to_state(self, theta, layer_sizes):
         return theta
 
-    def to_params(self, state):
+    def to_params(self, state, layer_sizes):
         return state
 
-    def vector_field(self, gradient):
+    def vector_field(self, gradient, layer_sizes):
         return lambda t, theta, args: -gradient(theta)
 
     def controller(self, rtol):

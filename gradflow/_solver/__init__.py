@@ -1,0 +1,6 @@
+from .base import (
+    AbstractRosenbrock as AbstractRosenbrock,
+    RosenbrockInterpolation as RosenbrockInterpolation,
+    RosenbrockTableau as RosenbrockTableau,
+)
+from .rosenbrock import Rodas4 as Rodas4, Rodas5P as Rodas5P
