@@ -34,6 +34,7 @@ def gradient_flow(
     stationarity_tol: float | None = None,
     observables: Observables | None = None,
     max_steps: int = 100_000,
+    dtmin: float = 1e-12,
 ) -> Solution:
     """Integrates the gradient flow $\\dot\\theta = -\\nabla L(\\theta)$ of a two-layer net.
 
@@ -64,12 +65,19 @@ def gradient_flow(
     - `observables`: `{name: fn(net)}` evaluated at `ts`.
     - `max_steps`: solver step budget; a run that exhausts it ends with status
       `MAX_STEPS_REACHED` and its last state, never an exception.
+    - `dtmin`: the smallest step. A run whose step would shrink below it ends with
+      status `SOLVER_FAILURE` (or `NONFINITE`). Why: a seed whose gradient turns NaN
+      has every step rejected, and without a floor it would burn all `max_steps`
+      iterations, holding up every other seed of its vmapped batch. Crossing a kink
+      of ReLU needs steps of about `rtol` (in the time unit of the flow), far above
+      the default 1e-12.
 
     **Returns:** a `Solution`.
     """
     x, y, weights = check_problem(net, x, y, weights)
     t1, ts = check_times(t1, ts, x.dtype)
     check_positive("rtol", rtol)
+    check_positive("dtmin", dtmin)
     check_positive("loss_tol", loss_tol, allow_none=True)
     check_positive("stationarity_tol", stationarity_tol, allow_none=True)
     if reduction not in ("mean", "sum"):
@@ -98,6 +106,7 @@ def gradient_flow(
         as_array(rtol),
         as_array(loss_tol),
         as_array(stationarity_tol),
+        as_array(dtmin),
         reduction=reduction,
         solver=solver,
         coordinates=coordinates,
@@ -134,6 +143,7 @@ def _gradient_flow(
     rtol,
     loss_tol,
     stationarity_tol,
+    dtmin,
     *,
     reduction,
     solver,
@@ -181,7 +191,7 @@ def _gradient_flow(
         dt0=None,
         y0=coordinates.to_state(theta0, layers),
         saveat=dfx.SaveAt(subs=[dfx.SubSaveAt(t1=True), dfx.SubSaveAt(ts=ts, fn=save)]),
-        stepsize_controller=coordinates.controller(rtol),
+        stepsize_controller=coordinates.controller(rtol, dtmin),
         event=dfx.Event(conditions) if conditions else None,
         max_steps=max_steps,
         throw=False,

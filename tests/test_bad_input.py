@@ -154,3 +154,11 @@ def test_zero_layer_needs_single_radius(w1_data):
         gf.gradient_flow(zero_a, x, y, t1=1.0)
     sol = gf.gradient_flow(zero_a, x, y, t1=1.0, coordinates=gf.ScaleFree(layerwise=False))
     assert int(sol.status) == gf.Status.SUCCESS
+
+
+@pytest.mark.parametrize("dtmin", [0.0, -1e-12, float("nan")])
+def test_bad_dtmin(w1_data, dtmin):
+    x, y = w1_data
+    net = gf.random_net(jax.random.key(0), width=2, dim=2, scale=1e-3, activation="tanh")
+    with pytest.raises(ValueError, match="dtmin"):
+        gf.gradient_flow(net, x, y, t1=1.0, dtmin=dtmin)

@@ -108,3 +108,17 @@ def test_bad_ensemble_input(getkey, w1_data):
     tiny32 = jax.tree_util.tree_map(lambda v: v.astype(jnp.float32), _nets(getkey(), 2, 1e-20))
     with pytest.raises(ValueError, match="float32"):
         gf.flow_ensemble(tiny32, x.astype(jnp.float32), y.astype(jnp.float32), t1=1.0)
+
+
+def test_nan_seed_fails_fast_under_vmap(getkey, w1_data):
+    # A traced NaN cannot be refused up front; its steps are all rejected, and the
+    # `dtmin` floor must end it in a handful of steps instead of the whole budget
+    # (which would hold up every seed of the batch).
+    x, y = w1_data
+    net = _seed(_nets(getkey(), 1), 0)
+    ys = jnp.stack([y, y.at[2].set(jnp.nan)])
+    sol = jax.vmap(
+        lambda target: gf.gradient_flow(net, x, target, t1=50.0, reduction="sum", max_steps=5000)
+    )(ys)
+    np.testing.assert_array_equal(sol.status, [gf.Status.SUCCESS, gf.Status.NONFINITE])
+    assert int(sol.num_steps[1]) < 50

@@ -193,8 +193,8 @@ class _CountingScaleFree(gf.AbstractCoordinates):
 
         return counted
 
-    def controller(self, rtol):
-        return self.inner.controller(rtol)
+    def controller(self, rtol, dtmin):
+        return self.inner.controller(rtol, dtmin)
 
 
 @pytest.mark.parametrize(

@@ -34,5 +34,6 @@ class AbstractCoordinates(eqx.Module):
         """The ODE right-hand side `f(t, state, args)` equivalent to $-\\nabla L$."""
 
     @abc.abstractmethod
-    def controller(self, rtol) -> dfx.AbstractStepSizeController:
-        """The step-size controller for relative tolerance `rtol`."""
+    def controller(self, rtol, dtmin) -> dfx.AbstractStepSizeController:
+        """The step-size controller for relative tolerance `rtol` that fails (rather
+        than shrinking further) below the step `dtmin`."""

@@ -28,5 +28,5 @@ class Cartesian(AbstractCoordinates):
     def vector_field(self, gradient, layer_sizes):
         return lambda t, theta, args: -gradient(theta)
 
-    def controller(self, rtol):
-        return dfx.PIDController(rtol=rtol, atol=self.atol)
+    def controller(self, rtol, dtmin):
+        return dfx.PIDController(rtol=rtol, atol=self.atol, dtmin=dtmin, force_dtmin=False)

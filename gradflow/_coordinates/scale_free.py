@@ -68,5 +68,5 @@ class ScaleFree(AbstractCoordinates):
 
         return f
 
-    def controller(self, rtol):
-        return dfx.PIDController(rtol=0.0, atol=rtol)
+    def controller(self, rtol, dtmin):
+        return dfx.PIDController(rtol=0.0, atol=rtol, dtmin=dtmin, force_dtmin=False)
