@@ -65,12 +65,12 @@ def gradient_flow(
     - `observables`: `{name: fn(net)}` evaluated at `ts`.
     - `max_steps`: solver step budget; a run that exhausts it ends with status
       `MAX_STEPS_REACHED` and its last state, never an exception.
-    - `dtmin`: the smallest step. A run whose step would shrink below it ends with
-      status `SOLVER_FAILURE` (or `NONFINITE`). Why: a seed whose gradient turns NaN
-      has every step rejected, and without a floor it would burn all `max_steps`
-      iterations, holding up every other seed of its vmapped batch. Crossing a kink
-      of ReLU needs steps of about `rtol` (in the time unit of the flow), far above
-      the default 1e-12.
+    - `dtmin`: the smallest step, in units of the initial time scale
+      $1/\\max(1, \\|\\dot y(0)\\|_\\infty)$ of the ODE state $y$. A run whose step would
+      shrink below it ends with status `SOLVER_FAILURE` (or `NONFINITE`). Why: a seed
+      whose gradient turns NaN has every step rejected, and without a floor it would
+      burn all `max_steps` iterations, holding up every other seed of its vmapped
+      batch. Crossing a kink of ReLU needs steps of about `rtol`, far above 1e-12.
 
     **Returns:** a `Solution`.
     """
@@ -183,15 +183,31 @@ def _gradient_flow(
 
         conditions["stationary"] = stationary
 
+    field = coordinates.vector_field(gradient, layers)
+    y0 = coordinates.to_state(theta0, layers)
+    # The initial time scale: 1 for a flow that starts slowly (σ(0) = 0, where ∇L ∝ θ
+    # near 0), but as small as ε/‖∇L‖ when ∇L(0) ≠ 0 (σ(0) ≠ 0, e.g. sinc at ε = 1e-20,
+    # whose outer layer leaves the origin at a relative rate 1e20). The first step and
+    # `dtmin` are measured in it, so neither a fast start fails at the floor nor a slow
+    # one pays for a tiny first step.
+    rate = jnp.max(
+        jnp.stack(
+            [
+                jnp.max(jnp.abs(v))
+                for v in jax.tree_util.tree_leaves(field(jnp.zeros_like(t1), y0, None))
+            ]
+        )
+    )
+    time_unit = jnp.where(jnp.isfinite(rate), 1 / jnp.maximum(rate, 1), 1)
     sol = dfx.diffeqsolve(
-        dfx.ODETerm(coordinates.vector_field(gradient, layers)),
+        dfx.ODETerm(field),
         solver,
         t0=jnp.zeros_like(t1),
         t1=t1,
-        dt0=None,
-        y0=coordinates.to_state(theta0, layers),
+        dt0=0.01 * time_unit,
+        y0=y0,
         saveat=dfx.SaveAt(subs=[dfx.SubSaveAt(t1=True), dfx.SubSaveAt(ts=ts, fn=save)]),
-        stepsize_controller=coordinates.controller(rtol, dtmin),
+        stepsize_controller=coordinates.controller(rtol, dtmin * time_unit),
         event=dfx.Event(conditions) if conditions else None,
         max_steps=max_steps,
         throw=False,
@@ -231,7 +247,8 @@ def _gradient_flow(
 
     num_steps = sol.stats["num_steps"]
     counts = evaluations_per_step(solver)
-    num_evaluations = jnp.asarray(-1) if counts is None else counts[0] * num_steps + counts[1]
+    # +1: the evaluation that set `time_unit`.
+    num_evaluations = jnp.asarray(-1) if counts is None else counts[0] * num_steps + counts[1] + 1
     return Solution(
         net=unravel(theta_end),
         ts=ts,

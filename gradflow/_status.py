@@ -31,7 +31,9 @@ _STATUS_MESSAGES = {
         "scale, or lower `rtol`."
     ),
     Status.SOLVER_FAILURE: (
-        "The ODE solver failed (e.g. its step size underflowed); the solution holds the last state."
+        "The ODE solver failed: its step size fell below `dtmin` (the vector field is "
+        "discontinuous or very stiff there, e.g. a ReLU breakplane pinned at a data "
+        "point). The solution holds the last state."
     ),
 }
 
