@@ -26,6 +26,7 @@ def run_chunks(
     checkpoint_dir: "str | pathlib.Path | None" = None,
     fingerprint: str = "",
     description: str = "chunks",
+    devices=None,
 ) -> PyTree:
     """Maps `fn` over the leading axis of `inputs` in fixed-size chunks.
 
@@ -34,7 +35,9 @@ def run_chunks(
     to host memory (NumPy) chunk by chunk, which bounds device memory by
     `chunk_size`. With `checkpoint_dir`, each finished chunk is written to disk and
     a rerun with the same `fingerprint` skips it, so an interrupted sweep never
-    loses finished work.
+    loses finished work. With several `devices` (default: all local devices) each
+    chunk is split over them with `shard_map`, and every device runs its own
+    solver loop, so a device waits only for its own slowest seed.
     """
     leaves = jax.tree_util.tree_leaves(inputs)
     if not leaves:
@@ -44,10 +47,12 @@ def run_chunks(
         raise ValueError("The batch is empty: nothing to run.")
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
-    chunk_size = min(chunk_size, total)
+    devices = jax.local_devices() if devices is None else list(devices)
+    # Every device gets the same share of each chunk.
+    chunk_size = -(-min(chunk_size, total) // len(devices)) * len(devices)
     num_chunks = -(-total // chunk_size)
     store = None if checkpoint_dir is None else _ChunkStore(checkpoint_dir, fingerprint)
-    batched = eqx.filter_jit(jax.vmap(fn))
+    batched = _batched(fn, devices)
     out_treedef, results = None, []
     for i in tqdm(range(num_chunks), desc=description, disable=not progress):
         cached = None if store is None else store.load(i)
@@ -70,6 +75,42 @@ def run_chunks(
         out_treedef = jax.tree_util.tree_structure(arrays)
     stacked = [np.concatenate(parts)[:total] for parts in zip(*results)]
     return eqx.combine(jax.tree_util.tree_unflatten(out_treedef, stacked), static)
+
+
+def _batched(fn, devices):
+    """`fn` vmapped over a leading axis and compiled, sharded over `devices`."""
+    if len(devices) == 1:
+        return eqx.filter_jit(jax.vmap(fn))
+    mesh = jax.make_mesh((len(devices),), ("seeds",), devices=devices)
+    spec = jax.sharding.PartitionSpec("seeds")
+    static_out = []
+
+    def run(inputs):
+        arrays, static = eqx.partition(inputs, eqx.is_array)
+
+        def per_device(shard):
+            out = jax.vmap(lambda a: fn(eqx.combine(a, static)))(shard)
+            out_arrays, out_static = eqx.partition(out, eqx.is_array)
+            static_out.append(out_static)  # at trace time: shard_map returns arrays only
+            return out_arrays
+
+        # check_vma=False: Diffrax's while loops carry values that the replication
+        # checker cannot type; every seed's computation is independent anyway.
+        sharded = jax.shard_map(
+            per_device, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
+        )
+        return sharded(arrays)
+
+    compiled = eqx.filter_jit(run)
+
+    sharding = jax.sharding.NamedSharding(mesh, spec)
+
+    def call(inputs):
+        arrays, static = eqx.partition(inputs, eqx.is_array)
+        out_arrays = compiled(eqx.combine(jax.device_put(arrays, sharding), static))
+        return eqx.combine(out_arrays, static_out[-1])
+
+    return call
 
 
 class _ChunkStore:
@@ -111,6 +152,7 @@ def flow_ensemble(
     chunk_size: int = 256,
     progress: bool = True,
     checkpoint_dir: "str | pathlib.Path | None" = None,
+    devices=None,
     **flow_kwargs,
 ) -> Solution:
     """Runs `gradient_flow` for a stacked batch of initial networks in one compiled,
@@ -125,6 +167,8 @@ def flow_ensemble(
     - `chunk_size`: seeds per compiled call; bounds memory.
     - `progress`: show a progress bar across chunks.
     - `checkpoint_dir`: keep finished chunks on disk and resume from them.
+    - `devices`: devices to shard each chunk's seeds over (default: all local ones);
+      each runs its own solver loop.
     - `**flow_kwargs`: passed to `gradient_flow` (`t1`, `ts`, `rtol`, ...).
 
     **Returns:** a `Solution` with a leading seed axis (NumPy arrays). A seed that
@@ -165,6 +209,7 @@ def flow_ensemble(
         checkpoint_dir=checkpoint_dir,
         fingerprint=_fingerprint(batch, data, flow_kwargs),
         description="seeds/chunk",
+        devices=devices,
     )
 
 

@@ -27,6 +27,7 @@ def sweep(
     chunk_size: int = 256,
     progress: bool = True,
     checkpoint_dir=None,
+    devices=None,
     **flow_kwargs,
 ):
     """Gradient flow over the grid (sample size $n$) × (init scale $\\varepsilon$) × seed,
@@ -43,7 +44,7 @@ def sweep(
     - `data`: `data(n) -> (x, y)`, called once per size (outside the compiled code).
     - `sizes`, `scales`: the grid; `num_seeds` seeds per grid point. Seed $s$ uses the
       same key at every $(n, \\varepsilon)$, so runs are paired across the grid.
-    - `chunk_size`, `progress`, `checkpoint_dir`: as `flow_ensemble`.
+    - `chunk_size`, `progress`, `checkpoint_dir`, `devices`: as `flow_ensemble`.
     - `**flow_kwargs`: passed to `gradient_flow` (`t1`, `ts`, `reduction`, ...).
 
     **Returns:** an `xarray.Dataset` with dimensions `(n, scale, seed)` (plus `time`
@@ -99,6 +100,7 @@ def sweep(
             (xs, ys, scales, seed, num_seeds, flow_kwargs, init, jax.eval_shape(lambda: probe))
         ),
         description="sweep chunks",
+        devices=devices,
     )
     grid = dict(n=np.asarray(sizes), scale=scales, seed=np.arange(num_seeds))
     return to_dataset(solution, grid)
