@@ -180,8 +180,11 @@ class AbstractRosenbrock(dfx.AbstractAdaptiveSolver):
             ks.append(inverse @ rhs)
 
         def combine(weights):
-            terms_ = [float(w) * k for w, k in zip(weights, ks) if w != 0]
-            return sum(terms_[1:], terms_[0])
+            total = jnp.zeros_like(y0_flat)
+            for w, k in zip(weights, ks):
+                if w != 0:
+                    total = total + float(w) * k
+            return total
 
         y1_flat = y0_flat + combine(tab.b)
         error_flat = combine(tab.b - tab.b_embedded)
