@@ -9,7 +9,7 @@ from ._flow import Observables
 from ._loss import Reduction, squared_loss
 from ._misc import check_positive, is_traced, ravel_net
 from ._network import TwoLayerNet
-from ._solution import Solution
+from ._solution import assemble, observe, Solution
 from ._status import Status, StopReason
 from ._validate import check_problem, check_times
 
@@ -102,13 +102,7 @@ def _gradient_descent(
         # that of one state however many steps lie between two save times.
         state, k = carry
         state = jax.lax.fori_loop(k, k_save, step, state)
-        theta = state[0]
-        model = unravel(theta)
-        saved = dict(
-            theta=theta,
-            loss=loss_of(theta),
-            observables={name: fn(model) for name, fn in observables.items()},
-        )
+        saved = observe(state[0], unravel, loss_of, observables)
         return (state, k_save), saved
 
     carry = ((theta0, optimizer.init(theta0)), jnp.zeros((), jnp.int32))
@@ -117,12 +111,11 @@ def _gradient_descent(
     finite = jnp.all(jnp.isfinite(theta_end)) & jnp.isfinite(loss_of(theta_end))
     status = jnp.where(finite, Status.SUCCESS, Status.NONFINITE).astype(jnp.int32)
     steps = jnp.asarray(num_steps)
-    return Solution(
-        net=unravel(theta_end),
-        ts=ts,
-        nets=jax.vmap(unravel)(saved["theta"]),
-        loss=saved["loss"],
-        observables=saved["observables"],
+    return assemble(
+        unravel,
+        theta_end,
+        ts,
+        saved,
         t_stop=num_steps * learning_rate,
         num_steps=steps,
         num_accepted_steps=steps,

@@ -10,7 +10,7 @@ from ._coordinates import AbstractCoordinates, ScaleFree
 from ._loss import Reduction, squared_loss
 from ._misc import all_concrete, check_positive, layer_sizes, ravel_net
 from ._network import TwoLayerNet
-from ._solution import Solution
+from ._solution import assemble, observe, Solution
 from ._status import Status, StopReason
 from ._validate import check_problem, check_times
 
@@ -160,13 +160,7 @@ def _gradient_flow(
     gradient = jax.grad(loss_of)
 
     def save(t, state, args):
-        theta = coordinates.to_params(state, layers)
-        model = unravel(theta)
-        return dict(
-            theta=theta,
-            loss=loss_of(theta),
-            observables={name: fn(model) for name, fn in observables.items()},
-        )
+        return observe(coordinates.to_params(state, layers), unravel, loss_of, observables)
 
     conditions = {}
     if loss_tol is not None:
@@ -249,12 +243,11 @@ def _gradient_flow(
     counts = evaluations_per_step(solver)
     # +1: the evaluation that set `time_unit`.
     num_evaluations = jnp.asarray(-1) if counts is None else counts[0] * num_steps + counts[1] + 1
-    return Solution(
-        net=unravel(theta_end),
-        ts=ts,
-        nets=jax.vmap(unravel)(saved["theta"]),
-        loss=saved["loss"],
-        observables=saved["observables"],
+    return assemble(
+        unravel,
+        theta_end,
+        ts,
+        saved,
         t_stop=t_stop,
         num_steps=num_steps,
         num_accepted_steps=sol.stats["num_accepted_steps"],

@@ -1,4 +1,5 @@
 import equinox as eqx
+import jax
 import numpy as np
 from jaxtyping import Array, Float, Int, PyTree
 
@@ -73,3 +74,26 @@ class Solution(eqx.Module):
         finite = np.isfinite(loss)
         last = np.maximum(finite.shape[-1] - 1 - np.argmax(finite[..., ::-1], axis=-1), 0)
         return np.take_along_axis(loss, last[..., None], axis=-1)[..., 0]
+
+
+def observe(theta, unravel, loss_of, observables) -> dict:
+    """What is saved at a save time: θ, the loss and every observable."""
+    model = unravel(theta)
+    return dict(
+        theta=theta,
+        loss=loss_of(theta),
+        observables={name: fn(model) for name, fn in observables.items()},
+    )
+
+
+def assemble(unravel, theta_end, ts, saved, **counts) -> Solution:
+    """A `Solution` from the final θ, the `observe` records at `ts`, and the run's
+    `t_stop`, step counts, `status` and `stop_reason`."""
+    return Solution(
+        net=unravel(theta_end),
+        ts=ts,
+        nets=jax.vmap(unravel)(saved["theta"]),
+        loss=saved["loss"],
+        observables=saved["observables"],
+        **counts,
+    )
