@@ -1,0 +1,394 @@
+"""Late phase of workload W1: explicit Tsit5 against the Rosenbrock solver Rodas5P.
+
+After the escape from the 1e-8 init and the fit (t ≲ 20), the gradient flow of W1 is
+stiff: Hessian eigenvalues up to ~5 next to a slow mode (rate ~3e-3: the weight of the
+redundant neuron decaying) and exactly flat directions (the manifold of exact fits). An
+explicit method is held to h ≲ 3.3/λ_max for ever, so its steps grow like t1; an
+L-stable method's steps grow with the time scale of the slow motion.
+
+For `--seeds` nets (W1: m=2 tanh, inputs (x, 1) at 6 points on [-2, 2], target
+tanh(x + 1), loss ½·sum, Gaussian init ε = 1e-8) and t1 ∈ {400, 1e4, 1e6, 1e8}, it runs,
+each jitted and vmapped over the seeds with t1 as a traced argument (one compilation per
+method):
+
+1. `gradient_flow` with Tsit5 (the default), capped at `--tsit5-max-steps`;
+2. `gradient_flow(..., solver=Rodas5P())`, and `Rodas4()`;
+3. Rodas5P with `Cartesian(atol=1e-10·ε)` coordinates instead of `ScaleFree`;
+4. a two-phase run: Tsit5 until ‖∇L‖ ≤ τ‖θ‖ (gradflow's `stationarity_tol`), then Rodas5P
+   from there to t1 — the "automatic switch" measured, not a gradflow feature;
+
+and compares θ(t1) with a reference on the first `--subset` seeds: `solve_ivp` DOP853
+(rtol 1e-13, atol 1e-14·ε) through the escape to t = 50, then `solve_ivp` Radau with the
+exact (hand-written) Hessian as Jacobian, rtol 1e-12, atol 1e-14 (‖θ‖ ≈ 1.5 by then),
+restarted at each t1. The reference itself is checked against Rodas5P at a 100× tighter
+`rtol=1e-12` on `--check` seeds. Every answer is checked before any time is printed.
+
+Run from the repository root: `python benchmarks/late_phase.py [--quick]`.
+"""
+
+import argparse
+import sys
+import time
+
+import jax
+
+
+jax.config.update("jax_enable_x64", True)
+
+import diffrax as dfx  # noqa: E402
+import equinox as eqx  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.integrate import solve_ivp  # noqa: E402
+from w1 import (  # noqa: E402
+    check_numpy_gradient,
+    DIM,
+    flat_params,
+    initial_nets,
+    load_average,
+    loss,
+    machine_info,
+    numpy_gradient,
+    relative_errors,
+    SCALE,
+    w1_data,
+    WIDTH,
+)
+
+import gradflow as gf  # noqa: E402
+from gradflow._solver import Rodas4, Rodas5P  # noqa: E402
+
+
+T1S = (400.0, 1e4, 1e6, 1e8)
+RTOL = 1e-10  # gradflow's default
+# The reference: DOP853 through the escape (non-stiff; atol 14 orders below the init),
+# then Radau with the exact Jacobian once ‖θ‖ is of order one and the flow is stiff. A
+# single solve with atol = 1e-14·ε never finishes: once the redundant neuron's outer
+# weight has decayed below ~1e-6, rounding in the O(1) weights sits above its tolerance.
+REF_SWITCH_TIME = 50.0
+REF_EARLY = dict(method="DOP853", rtol=1e-13, atol=1e-14 * SCALE)
+REF_LATE = dict(method="Radau", rtol=1e-12, atol=1e-14)
+# Not timing a wrong answer: every run that reaches t1 must be this close.
+MAX_ERROR = 1e-7
+# τ for the two-phase run: switch once ‖∇L‖ ≤ τ‖θ‖. Measured on 20 seeds: τ = 1e-1 fires
+# at t ≈ 4 (end of the escape), 1e-2 at t ≈ 14–21 (after the fit), 1e-3 at t ≈ 31–52; all
+# three give the same accuracy, 1e-2 the shortest batched time.
+SWITCH_TAU = 1e-2
+
+
+# ---------------------------------------------------------------------------- problem
+
+
+def numpy_hessian(theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """∇²L by hand: with r = tanh(XWᵀ)a − y and J = ∂r/∂θ, ∇²L = JᵀJ + Σ_i r_i ∇²r_i,
+    where ∂²r_i/∂a_k∂w_k = σ'(z_ik) x_i and ∂²r_i/∂w_k² = a_k σ''(z_ik) x_i x_iᵀ."""
+    a = theta[:WIDTH]
+    W = theta[WIDTH:].reshape(WIDTH, DIM)
+    h = np.tanh(x @ W.T)  # (n, m)
+    h1 = 1.0 - h**2
+    h2 = -2.0 * h * h1
+    r = h @ a - y
+    jac_w = (a[None, :, None] * h1[:, :, None] * x[:, None, :]).reshape(len(y), -1)
+    J = np.concatenate([h, jac_w], axis=1)
+    H = J.T @ J
+    for k in range(WIDTH):
+        w_k = slice(WIDTH + k * DIM, WIDTH + (k + 1) * DIM)
+        cross = (r[:, None] * h1[:, k : k + 1] * x).sum(axis=0)
+        H[k, w_k] += cross
+        H[w_k, k] += cross
+        H[w_k, w_k] += a[k] * np.einsum("i,ij,il->jl", r * h2[:, k], x, x)
+    return H
+
+
+def check_numpy_hessian(x: np.ndarray, y: np.ndarray) -> None:
+    theta = np.random.default_rng(1).normal(size=WIDTH + WIDTH * DIM)
+    expected = np.asarray(jax.hessian(loss)(jnp.asarray(theta), jnp.asarray(x), jnp.asarray(y)))
+    np.testing.assert_allclose(numpy_hessian(theta, x, y), expected, rtol=1e-12, atol=1e-13)
+
+
+def reference(theta0: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """θ at each of `T1S` per seed, shape `(seeds, len(T1S), P)`, and the time taken."""
+    field = lambda t, theta: -numpy_gradient(theta, x, y)  # noqa: E731
+    jacobian = lambda t, theta: -numpy_hessian(theta, x, y)  # noqa: E731
+    start = time.perf_counter()
+    out = []
+    for theta in theta0:
+        early = solve_ivp(field, (0.0, REF_SWITCH_TIME), theta, **REF_EARLY)
+        if not early.success or np.linalg.norm(early.y[:, -1]) < 0.1:
+            raise RuntimeError("reference: the escape did not finish by t = 50.")
+        state, t0, finals = early.y[:, -1], REF_SWITCH_TIME, []
+        for t1 in T1S:
+            late = solve_ivp(field, (t0, t1), state, jac=jacobian, **REF_LATE)
+            if not late.success:
+                raise RuntimeError(f"reference Radau failed: {late.message}")
+            state, t0 = late.y[:, -1], t1
+            finals.append(state)
+        out.append(finals)
+        print(".", end="", flush=True)
+    print()
+    return np.array(out), time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------- methods
+
+
+def flow_method(x, y, *, solver, coordinates=None, max_steps, rtol=RTOL):
+    """`gradient_flow` vmapped over nets, with t1 traced: compiled once for all t1."""
+    kwargs = {} if coordinates is None else {"coordinates": coordinates}
+    jacobians = isinstance(solver, (Rodas5P, Rodas4))
+
+    def run(net, t1):
+        sol = gf.gradient_flow(
+            net,
+            x,
+            y,
+            t1=t1,
+            reduction="sum",
+            rtol=rtol,
+            solver=solver,
+            max_steps=max_steps,
+            **kwargs,
+        )
+        return dict(
+            net=sol.net,
+            status=sol.status,
+            steps=sol.num_steps,
+            evaluations=sol.num_evaluations,
+            jacobians=sol.num_steps if jacobians else jnp.zeros_like(sol.num_steps),
+        )
+
+    return eqx.filter_jit(jax.vmap(run, in_axes=(0, None)))
+
+
+def switched_method(x, y, *, tau, max_steps):
+    """Tsit5 until ‖∇L‖ ≤ τ‖θ‖, then Rodas5P for the rest of [0, t1]. The flow is
+    autonomous, so the second phase starts at time 0 with t1 − t_switch to go."""
+
+    def run(net, t1):
+        common = dict(reduction="sum", rtol=RTOL, max_steps=max_steps)
+        first = gf.gradient_flow(
+            net, x, y, t1=t1, solver=dfx.Tsit5(), stationarity_tol=tau, **common
+        )
+        rest = gf.gradient_flow(
+            first.net, x, y, t1=t1 - first.t_stop, solver=Rodas5P(), **common
+        )
+        status = jnp.where(first.status != gf.Status.SUCCESS, first.status, rest.status)
+        return dict(
+            net=rest.net,
+            status=status,
+            steps=first.num_steps + rest.num_steps,
+            evaluations=first.num_evaluations + rest.num_evaluations,
+            jacobians=rest.num_steps,
+            t_switch=first.t_stop,
+            first_steps=first.num_steps,
+        )
+
+    return eqx.filter_jit(jax.vmap(run, in_axes=(0, None)))
+
+
+def best_time(fn, *args, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(*, num_seeds, subset, check, repeats, tsit5_max_steps, seed):
+    if not 1 <= check <= subset <= num_seeds:
+        raise ValueError("Need 1 <= --check <= --subset <= --seeds.")
+    print("Late phase of W1: m=2 tanh, inputs (x, 1), n=6 on [-2, 2], target tanh(x+1),")
+    print(f"loss ½·sum, Gaussian init ε={SCALE:g}, t1 ∈ {T1S}, {num_seeds} seeds (seed {seed})")
+    print("command: python " + " ".join(sys.argv))
+    for key, value in machine_info().items():
+        print(f"{key}: {value}")
+    print()
+
+    x, y = w1_data()
+    x_np, y_np = np.asarray(x), np.asarray(y)
+    check_numpy_gradient(x_np, y_np)
+    check_numpy_hessian(x_np, y_np)
+    nets = initial_nets(seed, num_seeds)
+    theta0 = flat_params(nets)
+
+    print(f"reference on {subset} seeds: DOP853 to t={REF_SWITCH_TIME:g}, then Radau ", end="")
+    theta_ref, ref_time = reference(theta0[:subset], x_np, y_np)
+    print(f"reference: {ref_time:.1f} s")
+
+    methods = {
+        "Tsit5 (ScaleFree)": flow_method(x, y, solver=dfx.Tsit5(), max_steps=tsit5_max_steps),
+        "Rodas5P (ScaleFree)": flow_method(x, y, solver=Rodas5P(), max_steps=100_000),
+        "Rodas4 (ScaleFree)": flow_method(x, y, solver=Rodas4(), max_steps=100_000),
+        f"Rodas5P (Cartesian atol={1e-10 * SCALE:g})": flow_method(
+            x,
+            y,
+            solver=Rodas5P(),
+            coordinates=gf.Cartesian(atol=1e-10 * SCALE),
+            max_steps=20_000,
+        ),
+        f"Tsit5 → Rodas5P at ‖∇L‖≤{SWITCH_TAU:g}‖θ‖": switched_method(
+            x, y, tau=SWITCH_TAU, max_steps=100_000
+        ),
+    }
+
+    # The reference's own accuracy: Rodas5P at 100× tighter rtol on `check` seeds.
+    tight = flow_method(x, y, solver=Rodas5P(), max_steps=100_000, rtol=1e-2 * RTOL)
+    check_nets = jax.tree_util.tree_map(lambda leaf: leaf[:check], nets)
+    agreement = []
+    for i, t1 in enumerate(T1S):
+        out = jax.block_until_ready(tight(check_nets, jnp.asarray(t1)))
+        if not np.all(np.asarray(out["status"]) == gf.Status.SUCCESS):
+            raise AssertionError(f"Rodas5P at rtol={1e-2 * RTOL:g} failed at t1={t1:g}.")
+        agreement.append(
+            float(np.max(relative_errors(flat_params(out["net"]), theta_ref[:check, i])))
+        )
+    print(
+        f"reference vs Rodas5P rtol={1e-2 * RTOL:g} ({check} seeds), max relative difference: "
+        + ", ".join(f"t1={t1:g}: {a:.1e}" for t1, a in zip(T1S, agreement))
+    )
+
+    rows, extra = [], {}
+    for name, method in methods.items():
+        print(f"{name}: compiling ...", flush=True)
+        start = time.perf_counter()
+        compiled = method.lower(nets, jnp.asarray(T1S[0])).compile()
+        compile_time = time.perf_counter() - start
+        for i, t1 in enumerate(T1S):
+            t1_array = jnp.asarray(t1)
+            out = jax.tree_util.tree_map(np.asarray, compiled(nets, t1_array))
+            status = out["status"]
+            ok = status == gf.Status.SUCCESS
+            errors = relative_errors(flat_params(out["net"])[:subset], theta_ref[:, i])
+            errors = errors[ok[:subset]]
+            if errors.size and errors.max() > MAX_ERROR:
+                raise AssertionError(
+                    f"{name} at t1={t1:g}: error {errors.max():.2e} > {MAX_ERROR:g}; "
+                    "not timing a wrong answer."
+                )
+            # Runs that stop early are timed once: they only show what the cap costs.
+            wall = best_time(compiled, nets, t1_array, repeats=repeats if ok.all() else 1)
+            rows.append(
+                dict(
+                    name=name,
+                    t1=t1,
+                    ok=int(ok.sum()),
+                    statuses=sorted({int(s) for s in status}),
+                    steps=out["steps"],
+                    evaluations=out["evaluations"],
+                    jacobians=out["jacobians"],
+                    errors=errors,
+                    wall=wall,
+                    compile=compile_time,
+                )
+            )
+            if "t_switch" in out:
+                extra[t1] = (out["t_switch"], out["first_steps"])
+
+    print()
+    print(format_table(rows, num_seeds, subset))
+    print()
+    summarise(rows, extra, num_seeds, tsit5_max_steps)
+    print(f"load average at end: {load_average()}")
+
+
+def format_table(rows, num_seeds, subset) -> str:
+    lines = [
+        "| method | t1 | reached t1 | steps mean / max | f evals mean | Jacobians mean "
+        f"| rel. error median / max ({subset} seeds) | wall, {num_seeds} seeds (s) "
+        "| compile (s) |",
+        "|" + "---|" * 9,
+    ]
+    for row in rows:
+        statuses = "" if row["ok"] == num_seeds else f" (status {row['statuses']})"
+        jac = row["jacobians"].mean()
+        error = (
+            f"{np.median(row['errors']):.1e} / {row['errors'].max():.1e}"
+            if row["errors"].size
+            else "—"
+        )
+        lines.append(
+            f"| {row['name']} | {row['t1']:g} | {row['ok']}/{num_seeds}{statuses} "
+            f"| {row['steps'].mean():.0f} / {row['steps'].max()} "
+            f"| {row['evaluations'].mean():.0f} | {'—' if jac == 0 else f'{jac:.0f}'} "
+            f"| {error} | {row['wall']:.3g} | {row['compile']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def summarise(rows, extra, num_seeds, tsit5_max_steps) -> None:
+    by = {(row["name"], row["t1"]): row for row in rows}
+    name = "Rodas5P (ScaleFree)"
+    early, late = by[(name, T1S[0])], by[(name, T1S[-1])]
+    per_seed = late["steps"] / early["steps"]
+    ratio_of_means = late["steps"].mean() / early["steps"].mean()
+    print(
+        f"{name}: steps(t1={T1S[-1]:g}) / steps(t1={T1S[0]:g}) = {ratio_of_means:.2f} "
+        f"(ratio of means); per seed median {np.median(per_seed):.2f}, "
+        f"max {per_seed.max():.2f}"
+    )
+    met = (
+        late["ok"] == num_seeds
+        and per_seed.max() <= 5
+        and late["errors"].size
+        and late["errors"].max() <= 1e-8
+    )
+    print(
+        f"target (t1=1e8 in ≤ 5× the steps to t1=400, error ≤ 1e-8 relative): "
+        f"{'met' if met else 'NOT met'} (max error at t1={T1S[-1]:g}: "
+        f"{late['errors'].max():.1e})"
+    )
+    tsit5 = by[("Tsit5 (ScaleFree)", T1S[0])]
+    print(
+        f"Rodas5P steps to t1={T1S[-1]:g} / Tsit5 steps to t1={T1S[0]:g}: "
+        f"{late['steps'].mean() / tsit5['steps'].mean():.2f} (means)"
+    )
+    print(f"Tsit5 runs capped at max_steps={tsit5_max_steps} (status 1 = MAX_STEPS_REACHED).")
+    for t1, (t_switch, first_steps) in extra.items():
+        if t1 == T1S[-1]:
+            print(
+                f"two-phase run: switch at t = {np.min(t_switch):.1f} … {np.max(t_switch):.1f} "
+                f"after {first_steps.mean():.0f} (max {first_steps.max()}) Tsit5 steps"
+            )
+    print(
+        "Under vmap a batch runs until its slowest seed finishes: wall time follows max "
+        "steps. f evals: gradflow's `num_evaluations` (Rodas: 8 (Rodas5P) or 6 (Rodas4) "
+        "per step, the first being the primal of the Jacobian); one Jacobian (P "
+        "forward-mode JVPs) and one LU per Rosenbrock step, rejected steps included."
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=20, help="ensemble size (default 20)")
+    parser.add_argument(
+        "--subset", type=int, default=None, help="seeds with a reference (default: all)"
+    )
+    parser.add_argument(
+        "--check", type=int, default=2, help="seeds for the reference's own check (default 2)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept")
+    parser.add_argument(
+        "--tsit5-max-steps", type=int, default=200_000, help="cap for Tsit5 (default 200000)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="base PRNG seed (default 0)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 4 seeds, 1 checked, 1 repeat, Tsit5 capped at 20000 steps",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.check, args.repeats, args.tsit5_max_steps = 4, 1, 1, 20_000
+        args.subset = None
+    main(
+        num_seeds=args.seeds,
+        subset=args.seeds if args.subset is None else args.subset,
+        check=args.check,
+        repeats=args.repeats,
+        tsit5_max_steps=args.tsit5_max_steps,
+        seed=args.seed,
+    )
