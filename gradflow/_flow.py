@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from ._coordinates import AbstractCoordinates, ScaleFree
+from ._escape import escape_order, LinearEscape
 from ._loss import Reduction, squared_loss
 from ._misc import all_concrete, check_positive, layer_sizes, ravel_net
 from ._network import TwoLayerNet
@@ -35,6 +36,7 @@ def gradient_flow(
     observables: Observables | None = None,
     max_steps: int = 100_000,
     dtmin: float = 1e-12,
+    linear_escape: bool = True,
 ) -> Solution:
     """Integrates the gradient flow $\\dot\\theta = -\\nabla L(\\theta)$ of a two-layer net.
 
@@ -71,6 +73,11 @@ def gradient_flow(
       whose gradient turns NaN has every step rejected, and without a floor it would
       burn all `max_steps` iterations, holding up every other seed of its vmapped
       batch. Crossing a kink of ReLU needs steps of about `rtol`, far above 1e-12.
+    - `linear_escape`: jump the linear phase near the origin with its closed form
+      (smooth $\\sigma$ with $\\sigma(0) = 0 \\ne \\sigma'(0)$ only; ignored otherwise),
+      handing over to the solver once the neglected nonlinearity would contribute a
+      relative error of `rtol`. The cost of a run then no longer grows with
+      $\\log(1/\\varepsilon)$. See `gradflow._escape`.
 
     **Returns:** a `Solution`.
     """
@@ -112,6 +119,7 @@ def gradient_flow(
         coordinates=coordinates,
         observables=dict(observables or {}),
         max_steps=max_steps,
+        escape_order=escape_order(net) if linear_escape else 0,
     )
 
 
@@ -150,6 +158,7 @@ def _gradient_flow(
     coordinates,
     observables,
     max_steps,
+    escape_order,
 ):
     theta0, unravel = ravel_net(net)
     layers = layer_sizes(net)
@@ -178,6 +187,13 @@ def _gradient_flow(
         conditions["stationary"] = stationary
 
     field = coordinates.vector_field(gradient, layers)
+    t0 = jnp.zeros_like(t1)
+    if escape_order:
+        escape = LinearEscape(
+            net, escape_order, x, y, weights, reduction, gradient, unravel, rtol, t1
+        )
+        t0 = escape.t_handover
+        theta0 = jnp.where(t0 > 0, escape.params(t0), theta0)
     y0 = coordinates.to_state(theta0, layers)
     # The initial time scale: 1 for a flow that starts slowly (σ(0) = 0, where ∇L ∝ θ
     # near 0), but as small as ε/‖∇L‖ when ∇L(0) ≠ 0 (σ(0) ≠ 0, e.g. sinc at ε = 1e-20,
@@ -185,28 +201,33 @@ def _gradient_flow(
     # `dtmin` are measured in it, so neither a fast start fails at the floor nor a slow
     # one pays for a tiny first step.
     rate = jnp.max(
-        jnp.stack(
-            [
-                jnp.max(jnp.abs(v))
-                for v in jax.tree_util.tree_leaves(field(jnp.zeros_like(t1), y0, None))
-            ]
-        )
+        jnp.stack([jnp.max(jnp.abs(v)) for v in jax.tree_util.tree_leaves(field(t0, y0, None))])
     )
     time_unit = jnp.where(jnp.isfinite(rate), 1 / jnp.maximum(rate, 1), 1)
     sol = dfx.diffeqsolve(
         dfx.ODETerm(field),
         solver,
-        t0=jnp.zeros_like(t1),
+        t0=t0,
         t1=t1,
         dt0=0.01 * time_unit,
         y0=y0,
-        saveat=dfx.SaveAt(subs=[dfx.SubSaveAt(t1=True), dfx.SubSaveAt(ts=ts, fn=save)]),
+        # Save times inside the jumped phase are filled in from the closed form below.
+        saveat=dfx.SaveAt(
+            subs=[dfx.SubSaveAt(t1=True), dfx.SubSaveAt(ts=jnp.maximum(ts, t0), fn=save)]
+        ),
         stepsize_controller=coordinates.controller(rtol, dtmin * time_unit),
         event=dfx.Event(conditions) if conditions else None,
         max_steps=max_steps,
         throw=False,
     )
     final, saved = sol.ys
+    if escape_order:
+        early = jax.vmap(lambda t: observe(escape.params(t), unravel, loss_of, observables))(ts)
+        saved = jax.tree_util.tree_map(
+            lambda lin, ode: jnp.where((ts < t0).reshape((-1,) + (1,) * (lin.ndim - 1)), lin, ode),
+            early,
+            saved,
+        )
     t_stop = sol.ts[0][-1]
     theta_end = coordinates.to_params(jax.tree_util.tree_map(lambda leaf: leaf[-1], final), layers)
     loss_end = loss_of(theta_end)
@@ -241,8 +262,11 @@ def _gradient_flow(
 
     num_steps = sol.stats["num_steps"]
     counts = evaluations_per_step(solver)
-    # +1: the evaluation that set `time_unit`.
-    num_evaluations = jnp.asarray(-1) if counts is None else counts[0] * num_steps + counts[1] + 1
+    # +1: the evaluation that set `time_unit`; +1 more for the escape's defect probe.
+    setup = 1 + (1 if escape_order else 0)
+    num_evaluations = (
+        jnp.asarray(-1) if counts is None else counts[0] * num_steps + counts[1] + setup
+    )
     return assemble(
         unravel,
         theta_end,
