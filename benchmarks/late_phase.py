@@ -169,9 +169,7 @@ def switched_method(x, y, *, tau, max_steps):
         first = gf.gradient_flow(
             net, x, y, t1=t1, solver=dfx.Tsit5(), stationarity_tol=tau, **common
         )
-        rest = gf.gradient_flow(
-            first.net, x, y, t1=t1 - first.t_stop, solver=Rodas5P(), **common
-        )
+        rest = gf.gradient_flow(first.net, x, y, t1=t1 - first.t_stop, solver=Rodas5P(), **common)
         status = jnp.where(first.status != gf.Status.SUCCESS, first.status, rest.status)
         return dict(
             net=rest.net,

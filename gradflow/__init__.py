@@ -41,6 +41,11 @@ from ._network import (  # noqa: E402
     parameter_norm as parameter_norm,
     TwoLayerNet as TwoLayerNet,
 )
+from ._piecewise import (  # noqa: E402
+    EventKind as EventKind,
+    EventLog as EventLog,
+    piecewise_flow as piecewise_flow,
+)
 from ._solution import Solution as Solution  # noqa: E402
 from ._status import (  # noqa: E402
     Status as Status,

@@ -1,4 +1,5 @@
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 import diffrax as dfx
 import equinox as eqx
@@ -11,6 +12,7 @@ from ._escape import escape_order, LinearEscape
 from ._loss import Reduction, squared_loss
 from ._misc import all_concrete, check_positive, layer_sizes, ravel_net
 from ._network import TwoLayerNet
+from ._piecewise import piecewise_flow
 from ._solution import assemble, observe, Solution
 from ._status import Status, StopReason
 from ._validate import check_problem, check_times
@@ -37,6 +39,7 @@ def gradient_flow(
     max_steps: int = 100_000,
     dtmin: float = 1e-12,
     linear_escape: bool = True,
+    kinks: Literal["exact", "smooth"] = "exact",
 ) -> Solution:
     """Integrates the gradient flow $\\dot\\theta = -\\nabla L(\\theta)$ of a two-layer net.
 
@@ -78,6 +81,12 @@ def gradient_flow(
       handing over to the solver once the neglected nonlinearity would contribute a
       relative error of `rtol`. The cost of a run then no longer grows with
       $\\log(1/\\varepsilon)$. See `gradflow._escape`.
+    - `kinks`: for an activation with kinks (ReLU, leaky ReLU, ...), `"exact"` runs
+      `gradflow.piecewise_flow`, which locates every breakplane crossing and slides
+      along pinned data points (the Filippov flow); `"smooth"` steps over the kinks as
+      if the field were smooth, which chatters and stalls once a breakplane pins a
+      data point. Ignored for smooth activations. The exact integrator has no stop
+      rules and no `coordinates` yet.
 
     **Returns:** a `Solution`.
     """
@@ -101,6 +110,38 @@ def gradient_flow(
                     "`ScaleFree(layerwise=True)` to be relative to. Pass "
                     "`coordinates=gradflow.ScaleFree(layerwise=False)`."
                 )
+    if kinks not in ("exact", "smooth"):
+        raise ValueError(f"`kinks` must be 'exact' or 'smooth', got {kinks!r}.")
+    if kinks == "exact" and not net.activation.is_smooth:
+        unsupported = [
+            name
+            for name, given in (
+                ("loss_tol", loss_tol is not None),
+                ("stationarity_tol", stationarity_tol is not None),
+                ("coordinates", coordinates != ScaleFree()),
+            )
+            if given
+        ]
+        if unsupported:
+            raise ValueError(
+                f"{', '.join(f'`{name}`' for name in unsupported)} not supported by the exact "
+                f"integrator for the kinks of {type(net.activation).__name__}. Drop them, or "
+                "pass `kinks='smooth'` to step over the kinks with the smooth solver."
+            )
+        return piecewise_flow(
+            net,
+            x,
+            y,
+            t1=t1,
+            ts=ts,
+            weights=weights,
+            reduction=reduction,
+            rtol=rtol,
+            solver=solver,
+            observables=observables,
+            max_steps=max_steps,
+            dtmin=dtmin,
+        )
     dtype = x.dtype
     as_array = lambda v: None if v is None else jnp.asarray(v, dtype)  # noqa: E731
     return _gradient_flow(

@@ -62,10 +62,10 @@ def _small_run(activation, seed, scale, t1):
     )
 
 
-# ReLU-type flows are followed at init scale 0.5 for t ≤ 3: long enough for neurons'
-# breakplanes to cross data points (asserted below), short enough that none gets pinned
-# on a point, where the flow slides along the breakplane and an ODE solver without kink
-# handling stalls (status MAX_STEPS_REACHED). These seeds were chosen for that.
+# ReLU-type flows (`gradient_flow` runs them with `piecewise_flow`) are followed at init
+# scale 0.5 for t ≤ 3: long enough for neurons' breakplanes to cross data points
+# (asserted below). These seeds were chosen, before the exact integrator existed, so that
+# no breakplane gets pinned; pinned runs are tested in `test_piecewise.py`.
 _KINKED_RUNS = [(seed, 0.5, 3.0) for seed in (0, 15, 16)]
 _SMOOTH_RUNS = [(0, 0.5, 3.0), (0, 1e-6, 60.0)]
 

@@ -3,15 +3,16 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gradflow as gf
 
 
 def test_pinned_relu_run_ends_with_status_and_last_state():
     # The problem of the exact-ReLU-flow issue: a biased ReLU net whose breakplanes
-    # pin data points, where the vector field is discontinuous and an adaptive solver
-    # chatters. The core must end such a run with a status and its last state, in
-    # bounded time, and leave the other seeds of an ensemble alone.
+    # pin data points, where the vector field is discontinuous and the smooth solver
+    # (`kinks="smooth"`) chatters. It must end such a run with a status and its last
+    # state, in bounded time, and leave the other seeds of an ensemble alone.
     key_x, key_net = jax.random.split(jax.random.key(0))
     x = jax.random.normal(key_x, (40, 3))
     y = jnp.sin(x @ jnp.array([1.0, -2.0, 0.5]))
@@ -20,7 +21,9 @@ def test_pinned_relu_run_ends_with_status_and_last_state():
         lambda k: gf.random_net(k, width=16, dim=3, scale=0.3, activation="relu", bias=True)
     )(keys)
     start = time.perf_counter()
-    sol = jax.vmap(lambda n: gf.gradient_flow(n, x, y, t1=20.0, rtol=1e-8, max_steps=3000))(nets)
+    sol = jax.vmap(
+        lambda n: gf.gradient_flow(n, x, y, t1=20.0, rtol=1e-8, max_steps=3000, kinks="smooth")
+    )(nets)
     assert time.perf_counter() - start < 120
     status = np.asarray(sol.status)
     assert set(status.tolist()) <= {gf.Status.SUCCESS, gf.Status.MAX_STEPS_REACHED}
@@ -31,3 +34,26 @@ def test_pinned_relu_run_ends_with_status_and_last_state():
     # The last state is a genuine point of the flow: its loss is below the start.
     final_loss = jax.vmap(lambda n: gf.squared_loss(n, x, y))(sol.net)
     assert np.all(np.asarray(final_loss) < np.asarray(sol.loss[:, 0]))
+
+
+def test_default_for_kinks_is_the_exact_flow():
+    # The same problem with the defaults: `gradient_flow` hands ReLU nets to
+    # `piecewise_flow`, which slides along the pins and reaches t1.
+    key_x, key_net = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(key_x, (40, 3))
+    y = jnp.sin(x @ jnp.array([1.0, -2.0, 0.5]))
+    net = gf.random_net(
+        jax.random.split(key_net, 2)[0], width=16, dim=3, scale=0.3, activation="relu", bias=True
+    )
+    sol = gf.gradient_flow(net, x, y, t1=20.0)
+    assert sol.status == gf.Status.SUCCESS
+    assert float(sol.t_stop) == 20.0
+    assert int(sol.observables["num_pinned"][-1]) > 0
+
+
+def test_stop_rules_with_exact_kinks_are_refused():
+    x = jnp.ones((3, 1))
+    y = jnp.ones(3)
+    net = gf.random_net(jax.random.key(0), width=2, dim=1, scale=0.1, activation="relu")
+    with pytest.raises(ValueError, match="`loss_tol`.*kinks='smooth'"):
+        gf.gradient_flow(net, x, y, t1=1.0, loss_tol=1e-3)

@@ -126,9 +126,7 @@ def test_order_nonlinear_nonautonomous(solver):
     ).y[:, -1]
     step_sizes = [0.1, 0.05, 0.025, 0.0125]
     term = dfx.ODETerm(lambda t, y, args: _predator_prey(t, y, jnp))
-    results = _fixed_step_solve(
-        solver, term, jnp.asarray(y0), t1, step_sizes, dfx.SaveAt(t1=True)
-    )
+    results = _fixed_step_solve(solver, term, jnp.asarray(y0), t1, step_sizes, dfx.SaveAt(t1=True))
     errors = [np.max(np.abs(np.asarray(ys[-1]) - reference)) for ys in results]
     order = solver.order(None)
     # Measured: 4.99 (Rodas5P) and 4.10 (Rodas4), errors from 6e-8 down to 2e-12.
@@ -197,9 +195,9 @@ def test_nonfinite_step_reports_infinite_error():
 
 def _w1_nets(num_seeds, scale=1e-8):
     keys = jax.random.split(jax.random.key(0), num_seeds)
-    return jax.vmap(
-        lambda key: gf.random_net(key, width=2, dim=2, scale=scale, activation="tanh")
-    )(keys)
+    return jax.vmap(lambda key: gf.random_net(key, width=2, dim=2, scale=scale, activation="tanh"))(
+        keys
+    )
 
 
 def _index(nets, i):
@@ -235,9 +233,7 @@ def _late_reference(theta0, x, y, t1):
     field = lambda t, th: -numpy_gradient(th, x, y, **kwargs)  # noqa: E731
     early = solve_ivp(field, (0.0, 50.0), theta0, method="DOP853", rtol=1e-13, atol=1e-22)
     assert early.success and np.linalg.norm(early.y[:, -1]) > 0.1
-    late = solve_ivp(
-        field, (50.0, t1), early.y[:, -1], method="Radau", rtol=1e-12, atol=1e-14
-    )
+    late = solve_ivp(field, (50.0, t1), early.y[:, -1], method="Radau", rtol=1e-12, atol=1e-14)
     assert late.success
     return late.y[:, -1]
 

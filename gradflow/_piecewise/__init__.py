@@ -1,0 +1,2 @@
+from .events import EventKind as EventKind, EventLog as EventLog
+from .flow import piecewise_flow as piecewise_flow

@@ -1,0 +1,133 @@
+"""Activation patterns: which piece of a piecewise-smooth activation each pre-activation lies on.
+
+Every pre-activation $z_{ki} = \\tilde w_k \\cdot \\tilde x_i$ (with $\\tilde w_k = (w_k, b_k)$ and
+$\\tilde x_i = (x_i, 1)$ for a biased net) gets an integer *piece*. With the kinks
+$c_0 < c_1 < \\dots < c_{p-1}$ of the activation, even pieces are open intervals and odd pieces
+are the kinks themselves:
+
+    piece 0: z < c_0,  piece 1: z = c_0 (pinned),  piece 2: c_0 < z < c_1,  ...,
+    piece 2p: z > c_{p-1}.
+
+So for ReLU, piece 0 is the inactive side, piece 2 the active side and piece 1 a breakplane
+$\\{\\tilde w_k \\cdot \\tilde x_i = 0\\}$ pinned at the data point $x_i$. Moving to a neighbouring
+piece changes the code by one, which keeps every event a one-line update.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from .._activation import AbstractActivation
+
+
+class Breakplanes(eqx.Module):
+    """The kinks of a piecewise-smooth activation and its one-sided slopes there.
+
+    **Fields:**
+
+    - `activation`: the activation $\\sigma$, continuous and smooth between its kinks.
+    - `kinks`: $c_0 < \\dots < c_{p-1}$, from `activation.kinks`.
+    - `slope_below`, `slope_above`: $\\sigma'(c_j^-)$ and $\\sigma'(c_j^+)$.
+    """
+
+    activation: AbstractActivation = eqx.field(static=True)
+    kinks: tuple[float, ...] = eqx.field(static=True)
+    slope_below: tuple[float, ...] = eqx.field(static=True)
+    slope_above: tuple[float, ...] = eqx.field(static=True)
+
+    @property
+    def num_pieces(self) -> int:
+        return 2 * len(self.kinks) + 1
+
+    def kink_value(self, kink: Int[Array, "..."]) -> Float[Array, "..."]:
+        return jnp.asarray(self.kinks)[kink]
+
+    def bounds(self, piece: Int[Array, "..."]) -> tuple[Float[Array, "..."], Float[Array, "..."]]:
+        """The interval `(lower, upper)` of an even (open) piece."""
+        edges = jnp.asarray((-np.inf,) + self.kinks + (np.inf,))
+        interval = piece // 2
+        return edges[interval], edges[interval + 1]
+
+    def margin(self, z: Float[Array, "..."], piece: Int[Array, "..."]) -> Float[Array, "..."]:
+        """How far `z` lies inside its (open) piece: negative once it has left it."""
+        lower, upper = self.bounds(piece)
+        return jnp.minimum(z - lower, upper - z)
+
+    def slope(self, z: Float[Array, "..."], piece: Int[Array, "..."]) -> Float[Array, "..."]:
+        """$\\sigma'(z)$ *on the side of `piece`*.
+
+        Why clamp: a pre-activation that has just crossed a kink may still sit a rounding
+        error on the old side, and autodiff of `jnp.where(z > 0, ...)` would then return the
+        old side's slope. Clamping into the piece's interval evaluates the formula of the
+        piece the pattern says it is on.
+        """
+        lower, upper = self.bounds(piece)
+        inside = jnp.clip(
+            z, _step_off(lower.astype(z.dtype), 1), _step_off(upper.astype(z.dtype), -1)
+        )
+        return jax.jvp(self.activation, (inside,), (jnp.ones_like(inside),))[1]
+
+    def one_sided_slopes(
+        self, kink: Int[Array, "..."]
+    ) -> tuple[Float[Array, "..."], Float[Array, "..."]]:
+        return jnp.asarray(self.slope_below)[kink], jnp.asarray(self.slope_above)[kink]
+
+
+def _step_off(edge: Float[Array, "..."], direction: int) -> Float[Array, "..."]:
+    """The float just past `edge` in `direction` (±1); infinite edges stay put.
+
+    Not `nextafter`: next to 0 it gives a subnormal, which XLA on CPU flushes to 0, where
+    autodiff of ReLU returns 1/2. Four ulps, or 1e-300 at 0, stay normal."""
+    finite = jnp.isfinite(edge)
+    gap = jnp.maximum(4 * jnp.finfo(edge.dtype).eps * jnp.abs(edge), 1e-300)
+    return jnp.where(finite, edge + direction * jnp.where(finite, gap, 0), edge)
+
+
+def breakplanes_of(activation: AbstractActivation) -> Breakplanes:
+    """Checks that `activation` is piecewise smooth and reads its one-sided slopes.
+
+    Runs at trace time, outside `jit`, so the slopes are plain floats."""
+    kinks = tuple(float(c) for c in activation.kinks)
+    name = type(activation).__name__
+    if not kinks:
+        raise ValueError(
+            f"`net.activation` ({name}) is smooth: it lists no `kinks`, so there are no "
+            "breakplanes to track. Use `gradflow.gradient_flow` for smooth activations, "
+            "or list the non-differentiable points of your activation in its `kinks`."
+        )
+    if any(not np.isfinite(c) for c in kinks) or any(b <= a for a, b in zip(kinks, kinks[1:])):
+        raise ValueError(f"`{name}.kinks` must be finite and strictly increasing, got {kinks}.")
+    below, above = [], []
+    with jax.ensure_compile_time_eval():
+        for c in kinks:
+            c = jnp.asarray(c, jnp.float64)
+            derivative = jax.grad(lambda z: activation(z))
+            below.append(float(derivative(_step_off(c, -1))))
+            above.append(float(derivative(_step_off(c, 1))))
+            jump = float(activation(_step_off(c, 1)) - activation(_step_off(c, -1)))
+            if abs(jump) > 1e-12 * max(1.0, abs(c)):
+                raise ValueError(
+                    f"`net.activation` ({name}) jumps by {jump:.3g} at its kink {c}: the "
+                    "piecewise flow needs a continuous activation."
+                )
+    for c, lo, hi in zip(kinks, below, above):
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo == hi:
+            raise ValueError(
+                f"`net.activation` ({name}) has one-sided slopes {lo} and {hi} at its kink "
+                f"{c}: they must be finite and differ (drop {c} from `kinks` if σ is smooth there)."
+            )
+    return Breakplanes(activation, kinks, tuple(below), tuple(above))
+
+
+def initial_pieces(breakplanes: Breakplanes, z: Float[Array, "m n"]) -> Int[Array, "m n"]:
+    """The open piece holding each pre-activation; one lying exactly on a kink starts above
+    it, and the first step decides whether it crosses, stays or slides."""
+    return 2 * jnp.searchsorted(jnp.asarray(breakplanes.kinks, z.dtype), z, side="right").astype(
+        jnp.int32
+    )
+
+
+def is_pinned(pieces: Int[Array, "..."]) -> Bool[Array, "..."]:
+    return pieces % 2 == 1

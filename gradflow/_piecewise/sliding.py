@@ -1,0 +1,123 @@
+"""The vector field of the exact flow on one activation pattern, sliding included.
+
+For a fixed pattern the loss is smooth and the flow is $\\dot\\theta = -\\nabla L(\\theta)$ with
+
+$$\\dot a_k = -\\sum_i e_i\\,\\sigma(z_{ki}), \\qquad
+\\dot{\\tilde w}_k = -a_k \\sum_i e_i\\,s_{ki}\\,\\tilde x_i, \\qquad e_i = \\omega_i r_i / Z,$$
+
+where $r_i = f(x_i) - y_i$ and $s_{ki} = \\sigma'(z_{ki})$ on the side of the pattern. On a
+breakplane $z_{ki} = c_j$ only $s_{ki}$ is discontinuous ($\\sigma$ is continuous, so $r$ and
+$\\dot a$ are not), and the Filippov convex combination $f^- + \\alpha (f^+ - f^-)$ of the two
+one-sided fields is the same formula with the *effective slope*
+$s_{ki} = \\sigma'(c_j^-) + \\alpha_{ki} (\\sigma'(c_j^+) - \\sigma'(c_j^-))$.
+
+Sliding keeps every pinned pre-activation on its kink: $\\dot z_{ki} = \\tilde x_i \\cdot
+\\dot{\\tilde w}_k = 0$ for each pinned $i$ of neuron $k$. Writing $u_{ki} = e_i s_{ki}$, that is
+the linear system
+
+$$\\sum_{j \\text{ pinned}} (\\tilde x_i \\cdot \\tilde x_j)\\, u_{kj}
+   = -\\tilde x_i \\cdot \\sum_{j \\text{ free}} e_j s_{kj} \\tilde x_j
+   \\qquad (i \\text{ pinned in } k),$$
+
+one per neuron, of the size of its pin set: neurons decouple because $\\dot z_{ki}$ involves
+only neuron $k$'s slopes. The pins sit in a fixed number of *slots* per neuron (at most
+$\\dim \\tilde x$ affinely independent points lie on one breakplane), so the systems are a
+batch of small masked solves with identity rows in the empty slots. The sliding is valid
+while every $\\alpha_{ki} \\in [0, 1]$; one that leaves it releases its pin.
+"""
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from .pattern import Breakplanes, is_pinned
+
+
+State = tuple[Float[Array, " m"], Float[Array, "m e"]]
+
+
+class PiecewiseField(eqx.Module):
+    """The data of one problem and the flow's velocity on a given pattern.
+
+    **Fields:**
+
+    - `inputs`: $\\tilde x_i$, shape `(n, e)`: $x_i$ with a trailing 1 for a biased net.
+    - `targets`: $y_i$.
+    - `sample_weights`: $\\omega_i / Z$, so that $e_i$ = `sample_weights * residual`.
+    - `breakplanes`: the activation's kinks and one-sided slopes.
+    """
+
+    inputs: Float[Array, "n e"]
+    targets: Float[Array, " n"]
+    sample_weights: Float[Array, " n"]
+    breakplanes: Breakplanes
+
+    def pinned_inputs(self, slots: Int[Array, "m D"]):
+        """$\\tilde x$ of each slot's point `(m, D, e)`, and which slots are in use."""
+        in_use = slots >= 0
+        return self.inputs[jnp.maximum(slots, 0)], in_use
+
+    def evaluate(self, state: State, pieces: Int[Array, "m n"], slots: Int[Array, "m D"]):
+        """Velocity, sliding coefficients $\\alpha$ (one per slot, 1/2 in empty slots) and the
+        pre-activations $z$ at `state` on the pattern `(pieces, slots)`."""
+        a, W = state
+        x = self.inputs
+        z = W @ x.T
+        hidden = self.breakplanes.activation(z)
+        error = self.sample_weights * (a @ hidden - self.targets)
+        pinned = is_pinned(pieces)
+        free_slope = jnp.where(pinned, 0, self.breakplanes.slope(z, pieces))
+        free_pull = (free_slope * error[None, :]) @ x  # Σ_{j free} e_j s_kj x̃_j, shape (m, e)
+
+        x_pinned, in_use = self.pinned_inputs(slots)
+        both = in_use[:, :, None] & in_use[:, None, :]
+        gram = jnp.where(
+            both, x_pinned @ jnp.swapaxes(x_pinned, 1, 2), jnp.eye(slots.shape[1])[None]
+        )
+        rhs = jnp.where(in_use, -jnp.einsum("kse,ke->ks", x_pinned, free_pull), 0)
+        pinned_pull = jnp.linalg.solve(gram, rhs[..., None])[..., 0]  # u_ks = e_i s_ki
+        pinned_pull = jnp.where(in_use, pinned_pull, 0)
+
+        a_dot = -(hidden @ error)
+        W_dot = -a[:, None] * (free_pull + jnp.einsum("ks,kse->ke", pinned_pull, x_pinned))
+
+        # α from the effective slope s = u / e. A pinned point whose residual is exactly zero
+        # leaves its slope undetermined (any α does); report 1/2, i.e. no reason to release.
+        point = jnp.maximum(slots, 0)
+        pinned_error = error[point]
+        has_error = pinned_error != 0
+        slope = pinned_pull / jnp.where(has_error, pinned_error, 1)
+        kink = (jnp.take_along_axis(pieces, point, axis=1) - 1) // 2
+        below, above = self.breakplanes.one_sided_slopes(jnp.maximum(kink, 0))
+        alpha = jnp.where(in_use & has_error, (slope - below) / (above - below), 0.5)
+        return (a_dot, W_dot), alpha, z
+
+    def margins(self, z, alpha, pieces, slots):
+        """How far each free pre-activation lies inside its piece `(m, n)` and each slot's
+        $\\alpha$ inside $[0, 1]$ `(m, D)`; negative means an event has happened. Points of
+        weight zero never interact with the flow and get `inf`."""
+        free = ~is_pinned(pieces) & (self.sample_weights > 0)[None, :]
+        h_free = jnp.where(free, self.breakplanes.margin(z, pieces), jnp.inf)
+        h_pin = jnp.where(slots >= 0, jnp.minimum(alpha, 1 - alpha), jnp.inf)
+        return h_free, h_pin
+
+    def project(self, state: State, pieces, slots) -> State:
+        """The nearest state (in each $\\tilde w_k$) with every pinned $z_{ki}$ exactly on its
+        kink: removes the root finder's residual when a pin starts."""
+        a, W = state
+        x_pinned, in_use = self.pinned_inputs(slots)
+        point = jnp.maximum(slots, 0)
+        kink = (jnp.take_along_axis(pieces, point, axis=1) - 1) // 2
+        target = self.breakplanes.kink_value(jnp.maximum(kink, 0)).astype(W.dtype)
+        offset = jnp.where(in_use, jnp.einsum("kse,ke->ks", x_pinned, W) - target, 0)
+        both = in_use[:, :, None] & in_use[:, None, :]
+        gram = jnp.where(
+            both, x_pinned @ jnp.swapaxes(x_pinned, 1, 2), jnp.eye(slots.shape[1])[None]
+        )
+        shift = jnp.where(in_use, jnp.linalg.solve(gram, offset[..., None])[..., 0], 0)
+        return a, W - jnp.einsum("ks,kse->ke", shift, x_pinned)
+
+    def __call__(self, t, state: State, args) -> State:
+        """The Diffrax vector field; `args` is the pattern `(pieces, slots)`."""
+        pieces, slots = args
+        return self.evaluate(state, pieces, slots)[0]
