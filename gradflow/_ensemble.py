@@ -2,6 +2,7 @@ import hashlib
 import json
 import pathlib
 from collections.abc import Callable
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -13,8 +14,16 @@ from tqdm.auto import tqdm
 from ._flow import gradient_flow
 from ._misc import check_finite
 from ._network import TwoLayerNet
+from ._refill import refill_flow
 from ._solution import Solution
 from ._validate import check_init_scale, check_problem
+
+
+Schedule = Literal["refill", "chunks"]
+
+# A refilling chunk holds this many times `num_slots` seeds: its slots idle only while
+# the last seeds of the chunk finish.
+_REFILL_CHUNK_SLOTS = 16
 
 
 def run_chunks(
@@ -39,6 +48,31 @@ def run_chunks(
     chunk is split over them with `shard_map`, and every device runs its own
     solver loop, so a device waits only for its own slowest seed.
     """
+    return _run_batches(
+        jax.vmap(fn),
+        inputs,
+        chunk_size=chunk_size,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        fingerprint=fingerprint,
+        description=description,
+        devices=devices,
+    )
+
+
+def _run_batches(
+    batch_fn: Callable[[PyTree], PyTree],
+    inputs: PyTree,
+    *,
+    chunk_size: int,
+    progress: bool,
+    checkpoint_dir,
+    fingerprint: str,
+    description: str,
+    devices,
+) -> PyTree:
+    """`run_chunks` for a function `batch_fn` of a whole chunk (stacked inputs to
+    stacked outputs), such as `jax.vmap(fn)` or a refilling loop."""
     leaves = jax.tree_util.tree_leaves(inputs)
     if not leaves:
         raise ValueError("`inputs` must contain at least one array.")
@@ -52,7 +86,7 @@ def run_chunks(
     chunk_size = -(-min(chunk_size, total) // len(devices)) * len(devices)
     num_chunks = -(-total // chunk_size)
     store = None if checkpoint_dir is None else _ChunkStore(checkpoint_dir, fingerprint)
-    batched = _batched(fn, devices)
+    batched = _sharded(batch_fn, devices)
     out_treedef, results = None, []
     for i in tqdm(range(num_chunks), desc=description, disable=not progress):
         cached = None if store is None else store.load(i)
@@ -70,17 +104,18 @@ def run_chunks(
             store.save(i, host)
         results.append(host)
     if out_treedef is None:  # every chunk came from disk: trace once for the structure
-        shapes = jax.eval_shape(jax.vmap(fn), jax.tree_util.tree_map(lambda v: v[:1], inputs))
+        shapes = jax.eval_shape(batch_fn, jax.tree_util.tree_map(lambda v: v[:1], inputs))
         arrays, static = eqx.partition(shapes, lambda v: isinstance(v, jax.ShapeDtypeStruct))
         out_treedef = jax.tree_util.tree_structure(arrays)
     stacked = [np.concatenate(parts)[:total] for parts in zip(*results)]
     return eqx.combine(jax.tree_util.tree_unflatten(out_treedef, stacked), static)
 
 
-def _batched(fn, devices):
-    """`fn` vmapped over a leading axis and compiled, sharded over `devices`."""
+def _sharded(batch_fn, devices):
+    """`batch_fn` (stacked inputs to stacked outputs) compiled, with its leading axis
+    sharded over `devices`: each device runs `batch_fn` on its share."""
     if len(devices) == 1:
-        return eqx.filter_jit(jax.vmap(fn))
+        return eqx.filter_jit(batch_fn)
     mesh = jax.make_mesh((len(devices),), ("seeds",), devices=devices)
     spec = jax.sharding.PartitionSpec("seeds")
     static_out = []
@@ -89,7 +124,7 @@ def _batched(fn, devices):
         arrays, static = eqx.partition(inputs, eqx.is_array)
 
         def per_device(shard):
-            out = jax.vmap(lambda a: fn(eqx.combine(a, static)))(shard)
+            out = batch_fn(eqx.combine(shard, static))
             out_arrays, out_static = eqx.partition(out, eqx.is_array)
             static_out.append(out_static)  # at trace time: shard_map returns arrays only
             return out_arrays
@@ -149,14 +184,16 @@ def flow_ensemble(
     y: Float[ArrayLike, "... n"],
     *,
     weights: Float[ArrayLike, "... n"] | None = None,
-    chunk_size: int = 256,
+    schedule: Schedule = "refill",
+    chunk_size: int | None = None,
+    num_slots: int = 128,
     progress: bool = True,
     checkpoint_dir: "str | pathlib.Path | None" = None,
     devices=None,
     **flow_kwargs,
 ) -> Solution:
-    """Runs `gradient_flow` for a stacked batch of initial networks in one compiled,
-    vmapped call per chunk.
+    """Runs `gradient_flow` for a stacked batch of initial networks, one compiled call
+    per chunk of seeds.
 
     **Arguments:**
 
@@ -164,11 +201,23 @@ def flow_ensemble(
       `jax.vmap(lambda k: gradflow.random_net(k, ...))(keys)`.
     - `x`, `y`, `weights`: shared data `(n, d)`, `(n,)`, or per-seed data with the
       same leading seed axis.
-    - `chunk_size`: seeds per compiled call; bounds memory.
+    - `schedule`: how the seeds of a chunk share the solver loop.
+        - `"refill"` (default): `num_slots` seeds are integrated side by side, and a slot
+          whose seed ends takes the next seed at once (see `gradflow._refill`), so no
+          seed waits for a slower one; on a mixed-scale W1 ensemble the slots are busy
+          92% of the time (71% in lockstep chunks of 128), and the run takes 3× less
+          wall time (`benchmarks/escape_lockstep.py`).
+        - `"chunks"`: `jax.vmap` of `gradient_flow` over the chunk, in lockstep: every
+          seed of a chunk takes as many loop iterations as its slowest one.
+    - `chunk_size`: seeds per compiled call; bounds memory and is the unit of
+      checkpoints and progress. Default: 256 for `"chunks"`, 16 × `num_slots` for
+      `"refill"` (whose slots idle only in the tail of a chunk, so a chunk should hold
+      many times `num_slots` seeds).
+    - `num_slots`: for `"refill"`, the seeds in flight at once (per device).
     - `progress`: show a progress bar across chunks.
     - `checkpoint_dir`: keep finished chunks on disk and resume from them.
     - `devices`: devices to shard each chunk's seeds over (default: all local ones);
-      each runs its own solver loop.
+      each runs its own solver loop (its own refilling loop over its share).
     - `**flow_kwargs`: passed to `gradient_flow` (`t1`, `ts`, `rtol`, ...).
 
     **Returns:** a `Solution` with a leading seed axis (NumPy arrays). A seed that
@@ -193,6 +242,7 @@ def flow_ensemble(
     for name, value in (("nets", nets.a), ("nets", nets.W), ("nets", nets.b), ("x", x), ("y", y)):
         check_finite(name, value)
     check_init_scale(nets)
+    check_schedule(schedule, num_slots)
     data = (x, y, None if weights is None else jnp.asarray(weights))
 
     def one(inputs):
@@ -200,17 +250,43 @@ def flow_ensemble(
         x_i, y_i, w_i = data_i if per_seed else data
         return gradient_flow(net, x_i, y_i, weights=w_i, **flow_kwargs)
 
+    def refill(inputs):
+        nets_chunk, data_chunk = inputs
+        if per_seed:  # each seed its own row of the chunk's data table
+            index = jnp.arange(nets_chunk.a.shape[0])
+            x_c, y_c, w_c = data_chunk
+        else:
+            index, (x_c, y_c, w_c) = None, data
+        solution, _ = refill_flow(
+            nets_chunk, x_c, y_c, weights=w_c, data_index=index, num_slots=num_slots,
+            **flow_kwargs,
+        )  # fmt: skip
+        return solution
+
     batch = (nets, data if per_seed else None)
-    return run_chunks(
-        one,
+    return _run_batches(
+        jax.vmap(one) if schedule == "chunks" else refill,
         batch,
-        chunk_size=chunk_size,
+        chunk_size=default_chunk_size(schedule, chunk_size, num_slots),
         progress=progress,
         checkpoint_dir=checkpoint_dir,
-        fingerprint=_fingerprint(batch, data, flow_kwargs),
+        fingerprint=_fingerprint(batch, data, flow_kwargs, schedule, num_slots),
         description="seeds/chunk",
         devices=devices,
     )
+
+
+def check_schedule(schedule, num_slots) -> None:
+    if schedule not in ("refill", "chunks"):
+        raise ValueError(f"`schedule` must be 'refill' or 'chunks', got {schedule!r}.")
+    if not isinstance(num_slots, int) or isinstance(num_slots, bool) or num_slots < 1:
+        raise ValueError(f"`num_slots` must be a positive integer, got {num_slots!r}.")
+
+
+def default_chunk_size(schedule: Schedule, chunk_size: int | None, num_slots: int) -> int:
+    if chunk_size is not None:
+        return chunk_size
+    return 256 if schedule == "chunks" else _REFILL_CHUNK_SLOTS * num_slots
 
 
 def _fingerprint(*trees) -> str:

@@ -5,10 +5,17 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._ensemble import _fingerprint, run_chunks
+from ._ensemble import (
+    _fingerprint,
+    _run_batches,
+    check_schedule,
+    default_chunk_size,
+    Schedule,
+)
 from ._flow import gradient_flow
 from ._labels import to_dataset
 from ._network import TwoLayerNet
+from ._refill import refill_flow
 from ._validate import check_problem
 
 
@@ -24,7 +31,9 @@ def sweep(
     scales: Sequence[float],
     num_seeds: int,
     seed: int = 0,
-    chunk_size: int = 256,
+    schedule: Schedule = "refill",
+    chunk_size: int | None = None,
+    num_slots: int = 128,
     progress: bool = True,
     checkpoint_dir=None,
     devices=None,
@@ -44,7 +53,8 @@ def sweep(
     - `data`: `data(n) -> (x, y)`, called once per size (outside the compiled code).
     - `sizes`, `scales`: the grid; `num_seeds` seeds per grid point. Seed $s$ uses the
       same key at every $(n, \\varepsilon)$, so runs are paired across the grid.
-    - `chunk_size`, `progress`, `checkpoint_dir`, `devices`: as `flow_ensemble`.
+    - `schedule`, `chunk_size`, `num_slots`, `progress`, `checkpoint_dir`, `devices`:
+      as `flow_ensemble`.
     - `**flow_kwargs`: passed to `gradient_flow` (`t1`, `ts`, `reduction`, ...).
 
     **Returns:** an `xarray.Dataset` with dimensions `(n, scale, seed)` (plus `time`
@@ -58,6 +68,7 @@ def sweep(
         raise ValueError(f"`scales` must be a non-empty list of positive numbers, got {scales}.")
     if not isinstance(num_seeds, int) or num_seeds < 1:
         raise ValueError(f"`num_seeds` must be a positive integer, got {num_seeds!r}.")
+    check_schedule(schedule, num_slots)
     if "weights" in flow_kwargs:
         raise ValueError("`sweep` sets `weights` itself (to mask padding); do not pass it.")
 
@@ -90,14 +101,25 @@ def sweep(
         i = point["i_n"]
         return gradient_flow(net, xs[i], ys[i], weights=ws[i], **flow_kwargs)
 
-    solution = run_chunks(
-        one,
+    def refill(points):
+        # Every grid point's net once, then the data set of each by its index.
+        nets = jax.vmap(init)(points["key"], points["scale"])
+        solution, _ = refill_flow(
+            nets, xs, ys, weights=ws, data_index=points["i_n"], num_slots=num_slots,
+            **flow_kwargs,
+        )  # fmt: skip
+        return solution
+
+    solution = _run_batches(
+        jax.vmap(one) if schedule == "chunks" else refill,
         batch,
-        chunk_size=chunk_size,
+        chunk_size=default_chunk_size(schedule, chunk_size, num_slots),
         progress=progress,
         checkpoint_dir=checkpoint_dir,
         fingerprint=_fingerprint(
-            (xs, ys, scales, seed, num_seeds, flow_kwargs, init, jax.eval_shape(lambda: probe))
+            (xs, ys, scales, seed, num_seeds, flow_kwargs, init, jax.eval_shape(lambda: probe)),
+            schedule,
+            num_slots,
         ),
         description="sweep chunks",
         devices=devices,

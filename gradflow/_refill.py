@@ -1,0 +1,501 @@
+"""A refilling ensemble runner: many seeds, a fixed number of solver slots.
+
+A vmapped `diffeqsolve` runs its seeds in lockstep: the batch takes as many loop
+iterations as its slowest seed, and every other seed idles through the difference
+(efficiency mean/max steps ≈ 0.6 on a mixed-scale W1 ensemble). Here one compiled
+`lax.while_loop` advances `num_slots` seeds at once, each slot with its own time, step
+size, controller and solver state; as soon as a slot's seed finishes (reaches `t1`,
+meets a stop rule, fails or exhausts `max_steps`) its result is written at the seed's
+index and the slot takes the next seed of the queue. Slots idle only once the queue is
+empty.
+
+Each step is Diffrax's own: `solver.step`, then the step-size controller's
+`adapt_step_size`, the same clipping to `t1`, saving at `ts` on the step's dense
+output, and the same boolean stop rules, in the order of `diffeqsolve`'s loop
+(`diffrax/_integrate.py`, `loop`). So a seed takes the very steps that `gradient_flow`
+takes and ends with the same status; values agree to the rounding by which XLA may
+fuse the slot-batched program differently from the seed-batched one.
+"""
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
+
+from ._coordinates import AbstractCoordinates, ScaleFree
+from ._escape import escape_order, LinearEscape
+from ._flow import evaluations_per_step, gradient_flow, Observables
+from ._loss import Reduction, squared_loss
+from ._misc import layer_sizes, ravel_net
+from ._network import TwoLayerNet
+from ._solution import assemble, observe, Solution
+from ._status import Status, StopReason
+from ._validate import check_times
+
+
+class RefillStats(eqx.Module):
+    """How busy the slots were: `efficiency` = steps taken by all seeds /
+    (`num_slots` × `iterations`); 1 means no slot ever idled."""
+
+    iterations: Int[Array, ""]
+    num_slots: int = eqx.field(static=True)
+
+
+class _Run(eqx.Module):
+    """One seed's solver state, as `diffeqsolve`'s loop carries it, plus its counters.
+
+    The same structure serves three purposes: stacked over all seeds it is first every
+    seed's initial state and, once the seed is finished, its final state; stacked over
+    the slots it is the state of the seeds in flight."""
+
+    y: PyTree[Array]
+    t0: Float[Array, ""]  # where the solver starts (after the linear escape)
+    tprev: Float[Array, ""]
+    tnext: Float[Array, ""]
+    dtmin: Float[Array, ""]  # in absolute time
+    solver_state: PyTree
+    controller_state: PyTree
+    result: dfx.RESULTS
+    event_mask: dict[str, Bool[Array, ""]]
+    num_steps: Int[Array, ""]
+    num_accepted_steps: Int[Array, ""]
+    num_rejected_steps: Int[Array, ""]
+    save_index: Int[Array, ""]
+
+
+class _Loop(eqx.Module):
+    seeds: Int[Array, " S"]  # the seed in each slot; `num_seeds` for an idle slot
+    slots: _Run
+    runs: _Run  # every seed: initial state until it runs, final state after
+    saved: PyTree[Array]
+    queued: Int[Array, ""]  # the next seed to start
+    iterations: Int[Array, ""]
+
+
+def refill_flow(
+    nets: TwoLayerNet,
+    x: Float[ArrayLike, "... n d"],
+    y: Float[ArrayLike, "... n"],
+    *,
+    weights: Float[ArrayLike, "... n"] | None = None,
+    data_index: Int[ArrayLike, " seeds"] | None = None,
+    num_slots: int = 128,
+    t1: float | Float[ArrayLike, ""],
+    ts: Float[ArrayLike, " T"] | None = None,
+    reduction: Reduction = "mean",
+    rtol: float = 1e-10,
+    solver: dfx.AbstractAdaptiveSolver = dfx.Tsit5(),
+    coordinates: AbstractCoordinates = ScaleFree(),
+    loss_tol: float | None = None,
+    stationarity_tol: float | None = None,
+    observables: Observables | None = None,
+    max_steps: int = 100_000,
+    dtmin: float = 1e-12,
+    linear_escape: bool = True,
+) -> tuple[Solution, RefillStats]:
+    """`gradient_flow` from every net of the stacked `nets`, with `num_slots` seeds in
+    flight at once, each slot refilled from the queue as soon as its seed ends.
+
+    **Arguments:**
+
+    - `nets`: a `TwoLayerNet` whose arrays have a leading seed axis.
+    - `x`, `y`, `weights`: the data `(n, d)`, `(n,)`, shared by all seeds; or, with
+      `data_index`, a table of data sets `(K, n, d)`, `(K, n)` of which seed `i` uses
+      the one at `data_index[i]`.
+    - `num_slots`: seeds integrated side by side (at most the number of seeds).
+    - everything else: as `gradient_flow`, shared by all seeds.
+
+    Works under `jax.jit` and `shard_map` (each device then runs its own loop).
+
+    **Returns:** `(solution, stats)`: a `Solution` with a leading seed axis, equal in
+    meaning to `jax.vmap(gradient_flow)` over the seeds, and a `RefillStats`.
+    """
+    if not isinstance(num_slots, int) or isinstance(num_slots, bool) or num_slots < 1:
+        raise ValueError(f"`num_slots` must be a positive integer, got {num_slots!r}.")
+    num_seeds = nets.a.shape[0]
+    options = dict(
+        t1=t1,
+        ts=ts,
+        reduction=reduction,
+        rtol=rtol,
+        solver=solver,
+        coordinates=coordinates,
+        loss_tol=loss_tol,
+        stationarity_tol=stationarity_tol,
+        observables=observables,
+        max_steps=max_steps,
+        dtmin=dtmin,
+        linear_escape=linear_escape,
+    )
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    weights = None if weights is None else jnp.asarray(weights)
+    if data_index is not None:
+        data_index = jnp.asarray(data_index)
+        if data_index.shape != (num_seeds,):
+            raise ValueError(
+                f"`data_index` must have one entry per seed, shape ({num_seeds},), got "
+                f"{data_index.shape}."
+            )
+    net = jax.tree_util.tree_map(lambda v: v[0], nets)
+    pick = (lambda v: v) if data_index is None else (lambda v: None if v is None else v[0])
+    # `gradient_flow` checks every option and the problem's structure at trace time;
+    # tracing it for the first seed keeps one set of rules and messages.
+    jax.eval_shape(
+        lambda *problem: gradient_flow(*problem[:3], weights=problem[3], **options),
+        net,
+        pick(x),
+        pick(y),
+        pick(weights),
+    )
+    t1, ts = check_times(t1, ts, x.dtype)
+    as_array = lambda v: None if v is None else jnp.asarray(v, x.dtype)  # noqa: E731
+    return _refill_flow(
+        (nets, data_index),
+        (x, y, weights),
+        t1,
+        ts,
+        as_array(rtol),
+        as_array(loss_tol),
+        as_array(stationarity_tol),
+        as_array(dtmin),
+        reduction=reduction,
+        solver=solver,
+        coordinates=coordinates,
+        observables=dict(observables or {}),
+        max_steps=max_steps,
+        escape_order=escape_order(net) if linear_escape else 0,
+        num_slots=min(num_slots, num_seeds),
+    )
+
+
+def _select(pred, on_true, on_false):
+    return jax.tree_util.tree_map(lambda u, v: jnp.where(pred, u, v), on_true, on_false)
+
+
+def _rows(tree, index):
+    return jax.tree_util.tree_map(lambda v: v[index], tree)
+
+
+def _scatter(tree, rows, values):
+    """`tree[rows] = values` for the rows in range; a row index past the end is
+    dropped (how a slot with nothing to write says so)."""
+    return jax.tree_util.tree_map(lambda v, u: v.at[rows].set(u, mode="drop"), tree, values)
+
+
+@eqx.filter_jit
+def _refill_flow(
+    inputs,
+    data,
+    t1,
+    ts,
+    rtol,
+    loss_tol,
+    stationarity_tol,
+    dtmin,
+    *,
+    reduction,
+    solver,
+    coordinates,
+    observables,
+    max_steps,
+    escape_order,
+    num_slots,
+):
+    num_seeds = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+    num_saves = ts.shape[0]
+
+    def model(inp):
+        """One seed's problem, from its input `(net, data_index)`."""
+        net, index = inp
+        x, y, weights = data if index is None else _rows(data, index)
+        theta0, unravel = ravel_net(net)
+
+        def loss_of(theta):
+            return squared_loss(unravel(theta), x, y, weights, reduction)
+
+        return net, x, y, weights, theta0, unravel, layer_sizes(net), loss_of
+
+    # The seed's input is the ODE's `args`: one term serves every slot.
+    def vector_field(t, state, inp):
+        *_, layers, loss_of = model(inp)
+        return coordinates.vector_field(jax.grad(loss_of), layers)(t, state, None)
+
+    term = dfx.ODETerm(vector_field)
+    error_order = solver.error_order(term)
+
+    def record(inp, state):
+        _, _, _, _, _, unravel, layers, loss_of = model(inp)
+        return observe(coordinates.to_params(state, layers), unravel, loss_of, observables)
+
+    def stop_rules(inp, state) -> dict[str, Bool[Array, ""]]:
+        *_, layers, loss_of = model(inp)
+        theta = coordinates.to_params(state, layers)
+        rules = {}
+        if loss_tol is not None:
+            rules["loss"] = loss_of(theta) < loss_tol
+        if stationarity_tol is not None:
+            gradient_norm = jnp.linalg.norm(jax.grad(loss_of)(theta))
+            rules["stationary"] = gradient_norm <= stationarity_tol * jnp.linalg.norm(theta)
+        return rules
+
+    def first_event(values: dict) -> tuple[dict, Bool[Array, ""]]:
+        """Diffrax's event mask: only the first rule that holds, in the order of the
+        dict's leaves."""
+        mask, happened = {}, jnp.asarray(False)
+        for name in sorted(values):
+            mask[name] = values[name] & ~happened
+            happened = happened | values[name]
+        return mask, happened
+
+    def escape_of(inp):
+        net, x, y, weights, theta0, unravel, layers, loss_of = model(inp)
+        return LinearEscape(
+            net, escape_order, x, y, weights, reduction, jax.grad(loss_of), unravel, rtol, t1
+        )
+
+    def start(inp) -> _Run:
+        """A seed's initial solver state, as `_gradient_flow` and `diffeqsolve` set it up."""
+        net, x, y, weights, theta0, unravel, layers, loss_of = model(inp)
+        t0 = jnp.zeros_like(t1)
+        if escape_order:
+            escape = escape_of(inp)
+            t0 = escape.t_handover
+            theta0 = jnp.where(t0 > 0, escape.params(t0), theta0)
+        y0 = coordinates.to_state(theta0, layers)
+        rate = jnp.max(
+            jnp.stack(
+                [jnp.max(jnp.abs(v)) for v in jax.tree_util.tree_leaves(term.vf(t0, y0, inp))]
+            )
+        )
+        time_unit = jnp.where(jnp.isfinite(rate), 1 / jnp.maximum(rate, 1), 1)
+        controller = coordinates.controller(rtol, dtmin * time_unit)
+        tnext, controller_state = controller.init(
+            term, t0, t1, y0, 0.01 * time_unit, inp, solver.func, error_order
+        )
+        tnext = jnp.minimum(tnext, t1)
+        mask, happened = first_event(stop_rules(inp, y0))
+        zero = jnp.zeros((), jnp.int32)
+        return _Run(
+            y=y0,
+            t0=t0,
+            tprev=t0,
+            tnext=tnext,
+            dtmin=dtmin * time_unit,
+            solver_state=solver.init(term, t0, tnext, y0, inp),
+            controller_state=jax.tree_util.tree_map(jnp.asarray, controller_state),
+            result=dfx.RESULTS.where(happened, dfx.RESULTS.event_occurred, dfx.RESULTS.successful),
+            event_mask=mask,
+            num_steps=zero,
+            num_accepted_steps=zero,
+            num_rejected_steps=zero,
+            save_index=zero,
+        )
+
+    t1_clip_floor = t1
+    for _ in range(100):  # as `diffeqsolve`: a step ending this close to t1 ends at t1
+        t1_clip_floor = jnp.nextafter(t1_clip_floor, -jnp.inf)
+
+    def running(run: _Run) -> Bool[Array, ""]:
+        return (
+            (run.tprev < t1) & (run.result == dfx.RESULTS.successful) & (run.num_steps < max_steps)
+        )
+
+    def advance(inp, run: _Run):
+        """One iteration of `diffeqsolve`'s loop for one seed; a seed that is not
+        running keeps its state. Also returns what saving needs from the step."""
+        y1, y_error, dense, solver_state, solver_result = solver.step(
+            term, run.tprev, run.tnext, run.y, inp, run.solver_state, False
+        )
+        y_error = jax.tree_util.tree_map(lambda v: jnp.where(jnp.isnan(v), jnp.inf, v), y_error)
+        controller = coordinates.controller(rtol, run.dtmin)
+        keep, tprev, tnext, _, controller_state, controller_result = controller.adapt_step_size(
+            run.tprev, run.tnext, run.y, y1, inp, y_error, error_order, run.controller_state
+        )
+        tprev = jnp.minimum(tprev, t1)
+        clipped = jnp.where(keep, t1, tprev + 0.5 * (t1 - tprev))
+        tnext = jnp.where(tnext > t1_clip_floor, clipped, tnext)
+        y = _select(keep, y1, run.y)
+        solver_result = dfx.RESULTS.where(keep, solver_result, dfx.RESULTS.successful)
+        result = dfx.RESULTS.where(_is_okay(run.result), solver_result, run.result)
+        result = dfx.RESULTS.where(_is_okay(result), controller_result, result)
+        mask, happened = first_event(stop_rules(inp, y))
+        result = dfx.RESULTS.where(happened, dfx.RESULTS.event_occurred, result)
+        new = _Run(
+            y=y,
+            t0=run.t0,
+            tprev=tprev,
+            tnext=tnext,
+            dtmin=run.dtmin,
+            solver_state=_select(keep, solver_state, run.solver_state),
+            controller_state=controller_state,
+            result=result,
+            event_mask=mask,
+            num_steps=run.num_steps + 1,
+            num_accepted_steps=run.num_accepted_steps + keep.astype(jnp.int32),
+            num_rejected_steps=run.num_rejected_steps + (~keep).astype(jnp.int32),
+            save_index=run.save_index,
+        )
+        go = running(run)
+        return _select(go, new, run), (go & keep, run.tprev, run.tnext, dense)
+
+    def save(inputs_in_slots, seeds, slots: _Run, step, saved):
+        """Records every save time inside each slot's accepted step, interpolating the
+        step's dense output, straight into the seed's row of `saved`."""
+        accepted, t_lo, t_hi, dense = step
+        last = num_saves - 1
+
+        def pending(index):
+            return accepted & (index <= last) & (ts[jnp.minimum(index, last)] <= t_hi)
+
+        def body(carry):
+            index, saved = carry
+            write = pending(index)
+            k = jnp.minimum(index, last)
+            t_save = jnp.maximum(ts[k], slots.t0)  # as `_gradient_flow`'s `max(ts, t0)`
+            y_save = jax.vmap(
+                lambda lo, hi, info, t: solver.interpolation_cls(t0=lo, t1=hi, **info).evaluate(t)
+            )(t_lo, t_hi, dense, t_save)
+            values = jax.vmap(record)(inputs_in_slots, y_save)
+            rows = jnp.where(write, seeds, num_seeds)
+            saved = jax.tree_util.tree_map(
+                lambda v, u: v.at[rows, k].set(u, mode="drop"), saved, values
+            )
+            return index + write.astype(jnp.int32), saved
+
+        index, saved = jax.lax.while_loop(
+            lambda carry: jnp.any(pending(carry[0])), body, (slots.save_index, saved)
+        )
+        return eqx.tree_at(lambda r: r.save_index, slots, index), saved
+
+    def body(c: _Loop) -> _Loop:
+        inputs_in_slots = _rows(inputs, jnp.minimum(c.seeds, num_seeds - 1))
+        slots, step = jax.vmap(advance)(inputs_in_slots, c.slots)
+        slots, saved = save(inputs_in_slots, c.seeds, slots, step, c.saved)
+        done = (c.seeds < num_seeds) & ~jax.vmap(running)(slots)
+        runs = _scatter(c.runs, jnp.where(done, c.seeds, num_seeds), slots)
+        # Refill: the finished slots take the next seeds of the queue, in order.
+        seeds = c.queued + jnp.cumsum(done) - 1
+        seeds = jnp.where(done, jnp.where(seeds < num_seeds, seeds, num_seeds), c.seeds)
+        slots = jax.vmap(_select)(done, _rows(runs, jnp.minimum(seeds, num_seeds - 1)), slots)
+        return _Loop(
+            seeds=seeds,
+            slots=slots,
+            runs=runs,
+            saved=saved,
+            queued=c.queued + jnp.sum(done),
+            iterations=c.iterations + 1,
+        )
+
+    runs = jax.vmap(start)(inputs)
+    template = jax.eval_shape(record, _rows(inputs, 0), _rows(runs.y, 0))
+    saved = jax.tree_util.tree_map(
+        lambda v: jnp.full((num_seeds, num_saves) + v.shape, _unsaved(v.dtype), v.dtype),
+        template,
+    )
+    seeds = jnp.arange(num_slots)
+    loop = jax.lax.while_loop(
+        lambda c: jnp.any(c.seeds < num_seeds),
+        body,
+        _Loop(
+            seeds=seeds,
+            slots=_rows(runs, seeds),
+            runs=runs,
+            saved=saved,
+            queued=jnp.asarray(num_slots),
+            iterations=jnp.zeros((), jnp.int32),
+        ),
+    )
+
+    counts = evaluations_per_step(solver)
+    # +1: the evaluation that set `time_unit`; +1 more for the escape's defect probe.
+    setup = 1 + (1 if escape_order else 0)
+
+    def finish(inp, run: _Run, saved) -> Solution:
+        """The `Solution` of one seed, from its final state, as `_gradient_flow` makes
+        it from `diffeqsolve`'s."""
+        *_, unravel, layers, loss_of = model(inp)
+        theta_end = coordinates.to_params(run.y, layers)
+        if escape_order:
+            # A seed whose escape jumped straight to t1 never entered the solver, and
+            # `diffeqsolve` saves its start at every save time.
+            never = (run.t0 == t1) & (run.num_steps == 0)
+            at_end = observe(theta_end, unravel, loss_of, observables)
+            saved = _select(never, jax.tree_util.tree_map(lambda v: v[None], at_end), saved)
+            escape = escape_of(inp)
+            early = jax.vmap(lambda t: observe(escape.params(t), unravel, loss_of, observables))(ts)
+            saved = jax.tree_util.tree_map(
+                lambda lin, ode: jnp.where(
+                    (ts < run.t0).reshape((-1,) + (1,) * (lin.ndim - 1)), lin, ode
+                ),
+                early,
+                saved,
+            )
+        t_stop = run.tprev
+        loss_end = loss_of(theta_end)
+        reached = ts <= t_stop
+        saved = jax.tree_util.tree_map(
+            lambda v: jnp.where(reached.reshape((-1,) + (1,) * (v.ndim - 1)), v, jnp.nan),
+            saved,
+        )
+        # `diffeqsolve` ends with `max_steps_reached` when its loop would go on.
+        result = dfx.RESULTS.where(
+            (run.tprev < t1) & (run.result == dfx.RESULTS.successful),
+            dfx.RESULTS.max_steps_reached,
+            run.result,
+        )
+        status = jnp.where(
+            _is_okay(result),
+            Status.SUCCESS,
+            jnp.where(
+                result == dfx.RESULTS.max_steps_reached,
+                Status.MAX_STEPS_REACHED,
+                Status.SOLVER_FAILURE,
+            ),
+        )
+        finite = jnp.all(jnp.isfinite(theta_end)) & jnp.isfinite(loss_end)
+        status = jnp.where(finite, status, Status.NONFINITE).astype(jnp.int32)
+        stop_reason = jnp.asarray(StopReason.T1)
+        event = result == dfx.RESULTS.event_occurred
+        if "stationary" in run.event_mask:
+            stop_reason = jnp.where(
+                event & run.event_mask["stationary"], StopReason.STATIONARY, stop_reason
+            )
+        if "loss" in run.event_mask:
+            stop_reason = jnp.where(
+                event & run.event_mask["loss"], StopReason.LOSS_TOLERANCE, stop_reason
+            )
+        stop_reason = jnp.where(status == Status.SUCCESS, stop_reason, StopReason.FAILED)
+        num_evaluations = (
+            jnp.asarray(-1) if counts is None else counts[0] * run.num_steps + counts[1] + setup
+        )
+        return assemble(
+            unravel,
+            theta_end,
+            ts,
+            saved,
+            t_stop=t_stop,
+            num_steps=run.num_steps,
+            num_accepted_steps=run.num_accepted_steps,
+            num_rejected_steps=run.num_rejected_steps,
+            num_evaluations=num_evaluations,
+            status=status,
+            stop_reason=stop_reason.astype(jnp.int32),
+        )
+
+    solution = jax.vmap(finish)(inputs, loop.runs, loop.saved)
+    return solution, RefillStats(iterations=loop.iterations, num_slots=num_slots)
+
+
+def _is_okay(result) -> Bool[Array, ""]:
+    return (result == dfx.RESULTS.successful) | (result == dfx.RESULTS.event_occurred)
+
+
+def _unsaved(dtype):
+    """What an unwritten save holds before `finish` masks it: inf, as `diffeqsolve`."""
+    return jnp.inf if jnp.issubdtype(dtype, jnp.inexact) else 0
+
+
+def efficiency(solution: Solution, stats: RefillStats) -> float:
+    """Steps taken by all seeds / (slots × loop iterations)."""
+    return float(jnp.sum(solution.num_steps)) / (stats.num_slots * int(stats.iterations))
