@@ -208,7 +208,9 @@ def flow_ensemble(
           92% of the time (71% in lockstep chunks of 128), and the run takes 3× less
           wall time (`benchmarks/escape_lockstep.py`).
         - `"chunks"`: `jax.vmap` of `gradient_flow` over the chunk, in lockstep: every
-          seed of a chunk takes as many loop iterations as its slowest one.
+          seed of a chunk takes as many loop iterations as its slowest one. Also what
+          `"refill"` falls back to for an activation with kinks (ReLU, ...), whose exact
+          flow (`kinks="exact"`, the default) is event-driven per seed.
     - `chunk_size`: seeds per compiled call; bounds memory and is the unit of
       checkpoints and progress. Default: 256 for `"chunks"`, 16 × `num_slots` for
       `"refill"` (whose slots idle only in the tail of a chunk, so a chunk should hold
@@ -243,6 +245,8 @@ def flow_ensemble(
         check_finite(name, value)
     check_init_scale(nets)
     check_schedule(schedule, num_slots)
+    if flow_kwargs.get("kinks", "exact") == "exact" and not first.activation.is_smooth:
+        schedule = "chunks"
     data = (x, y, None if weights is None else jnp.asarray(weights))
 
     def one(inputs):

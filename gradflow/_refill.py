@@ -24,14 +24,11 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
 
 from ._coordinates import AbstractCoordinates, ScaleFree
-from ._escape import escape_order, LinearEscape
-from ._flow import evaluations_per_step, gradient_flow, Observables
-from ._loss import Reduction, squared_loss
-from ._misc import layer_sizes, ravel_net
+from ._flow import Observables
+from ._loss import Reduction
 from ._network import TwoLayerNet
-from ._solution import assemble, observe, Solution
-from ._status import Status, StopReason
-from ._validate import check_times
+from ._problem import finish, flow_options, FlowProblem, is_okay, linear_escape, start, stop_rules
+from ._solution import Solution
 
 
 class RefillStats(eqx.Module):
@@ -93,6 +90,7 @@ def refill_flow(
     max_steps: int = 100_000,
     dtmin: float = 1e-12,
     linear_escape: bool = True,
+    kinks: str = "exact",
 ) -> tuple[Solution, RefillStats]:
     """`gradient_flow` from every net of the stacked `nets`, with `num_slots` seeds in
     flight at once, each slot refilled from the queue as soon as its seed ends.
@@ -104,6 +102,9 @@ def refill_flow(
       `data_index`, a table of data sets `(K, n, d)`, `(K, n)` of which seed `i` uses
       the one at `data_index[i]`.
     - `num_slots`: seeds integrated side by side (at most the number of seeds).
+    - `kinks`: the slots step with a smooth solver, so an activation with kinks (ReLU,
+      ...) needs `kinks="smooth"` here; its exact flow is `gradient_flow`'s
+      (`flow_ensemble` runs those seeds with `schedule="chunks"`).
     - everything else: as `gradient_flow`, shared by all seeds.
 
     Works under `jax.jit` and `shard_map` (each device then runs its own loop).
@@ -113,6 +114,13 @@ def refill_flow(
     """
     if not isinstance(num_slots, int) or isinstance(num_slots, bool) or num_slots < 1:
         raise ValueError(f"`num_slots` must be a positive integer, got {num_slots!r}.")
+    if kinks == "exact" and not nets.activation.is_smooth:
+        raise ValueError(
+            f"`refill_flow` steps with a smooth solver, which cannot follow the kinks of "
+            f"{type(nets.activation).__name__} exactly. Use `gradient_flow` (or "
+            "`flow_ensemble(..., schedule='chunks')`) for the exact piecewise flow, or pass "
+            "`kinks='smooth'` to step over the kinks."
+        )
     num_seeds = nets.a.shape[0]
     options = dict(
         t1=t1,
@@ -139,32 +147,13 @@ def refill_flow(
             )
     net = jax.tree_util.tree_map(lambda v: v[0], nets)
     pick = (lambda v: v) if data_index is None else (lambda v: None if v is None else v[0])
-    # `gradient_flow` checks every option and the problem's structure at trace time;
-    # tracing it for the first seed keeps one set of rules and messages.
-    jax.eval_shape(
-        lambda *problem: gradient_flow(*problem[:3], weights=problem[3], **options),
-        net,
-        pick(x),
-        pick(y),
-        pick(weights),
-    )
-    t1, ts = check_times(t1, ts, x.dtype)
-    as_array = lambda v: None if v is None else jnp.asarray(v, x.dtype)  # noqa: E731
+    # `gradient_flow`'s checks and messages, the first seed's problem standing for all.
+    _, arrays, statics = flow_options(net, pick(x), pick(y), pick(weights), **options, kinks=kinks)
     return _refill_flow(
         (nets, data_index),
         (x, y, weights),
-        t1,
-        ts,
-        as_array(rtol),
-        as_array(loss_tol),
-        as_array(stationarity_tol),
-        as_array(dtmin),
-        reduction=reduction,
-        solver=solver,
-        coordinates=coordinates,
-        observables=dict(observables or {}),
-        max_steps=max_steps,
-        escape_order=escape_order(net) if linear_escape else 0,
+        **arrays,
+        **statics,
         num_slots=min(num_slots, num_seeds),
     )
 
@@ -205,76 +194,50 @@ def _refill_flow(
     num_seeds = jax.tree_util.tree_leaves(inputs)[0].shape[0]
     num_saves = ts.shape[0]
 
-    def model(inp):
+    def problem_of(inp) -> FlowProblem:
         """One seed's problem, from its input `(net, data_index)`."""
         net, index = inp
         x, y, weights = data if index is None else _rows(data, index)
-        theta0, unravel = ravel_net(net)
-
-        def loss_of(theta):
-            return squared_loss(unravel(theta), x, y, weights, reduction)
-
-        return net, x, y, weights, theta0, unravel, layer_sizes(net), loss_of
+        return FlowProblem(
+            net,
+            x,
+            y,
+            weights,
+            reduction=reduction,
+            coordinates=coordinates,
+            observables=observables,
+        )
 
     # The seed's input is the ODE's `args`: one term serves every slot.
-    def vector_field(t, state, inp):
-        *_, layers, loss_of = model(inp)
-        return coordinates.vector_field(jax.grad(loss_of), layers)(t, state, None)
-
-    term = dfx.ODETerm(vector_field)
+    term = dfx.ODETerm(lambda t, state, inp: problem_of(inp).field(t, state, None))
     error_order = solver.error_order(term)
 
     def record(inp, state):
-        _, _, _, _, _, unravel, layers, loss_of = model(inp)
-        return observe(coordinates.to_params(state, layers), unravel, loss_of, observables)
+        problem = problem_of(inp)
+        return problem.observe(problem.to_params(state))
 
-    def stop_rules(inp, state) -> dict[str, Bool[Array, ""]]:
-        *_, layers, loss_of = model(inp)
-        theta = coordinates.to_params(state, layers)
-        rules = {}
-        if loss_tol is not None:
-            rules["loss"] = loss_of(theta) < loss_tol
-        if stationarity_tol is not None:
-            gradient_norm = jnp.linalg.norm(jax.grad(loss_of)(theta))
-            rules["stationary"] = gradient_norm <= stationarity_tol * jnp.linalg.norm(theta)
-        return rules
-
-    def first_event(values: dict) -> tuple[dict, Bool[Array, ""]]:
-        """Diffrax's event mask: only the first rule that holds, in the order of the
-        dict's leaves."""
+    def first_event(inp, state) -> tuple[dict[str, Bool[Array, ""]], Bool[Array, ""]]:
+        """The stop rules at `state` as Diffrax's event mask: only the first rule that
+        holds, in the order of the dict's leaves; and whether any holds."""
+        rules = stop_rules(problem_of(inp), loss_tol, stationarity_tol)
         mask, happened = {}, jnp.asarray(False)
-        for name in sorted(values):
-            mask[name] = values[name] & ~happened
-            happened = happened | values[name]
+        for name in sorted(rules):
+            holds = rules[name](state)
+            mask[name] = holds & ~happened
+            happened = happened | holds
         return mask, happened
 
-    def escape_of(inp):
-        net, x, y, weights, theta0, unravel, layers, loss_of = model(inp)
-        return LinearEscape(
-            net, escape_order, x, y, weights, reduction, jax.grad(loss_of), unravel, rtol, t1
-        )
-
-    def start(inp) -> _Run:
+    def initial_run(inp) -> _Run:
         """A seed's initial solver state, as `_gradient_flow` and `diffeqsolve` set it up."""
-        net, x, y, weights, theta0, unravel, layers, loss_of = model(inp)
-        t0 = jnp.zeros_like(t1)
-        if escape_order:
-            escape = escape_of(inp)
-            t0 = escape.t_handover
-            theta0 = jnp.where(t0 > 0, escape.params(t0), theta0)
-        y0 = coordinates.to_state(theta0, layers)
-        rate = jnp.max(
-            jnp.stack(
-                [jnp.max(jnp.abs(v)) for v in jax.tree_util.tree_leaves(term.vf(t0, y0, inp))]
-            )
-        )
-        time_unit = jnp.where(jnp.isfinite(rate), 1 / jnp.maximum(rate, 1), 1)
+        problem = problem_of(inp)
+        escape = linear_escape(problem, escape_order, rtol, t1)
+        t0, y0, time_unit = start(problem, escape, t1)
         controller = coordinates.controller(rtol, dtmin * time_unit)
         tnext, controller_state = controller.init(
             term, t0, t1, y0, 0.01 * time_unit, inp, solver.func, error_order
         )
         tnext = jnp.minimum(tnext, t1)
-        mask, happened = first_event(stop_rules(inp, y0))
+        mask, happened = first_event(inp, y0)
         zero = jnp.zeros((), jnp.int32)
         return _Run(
             y=y0,
@@ -317,9 +280,9 @@ def _refill_flow(
         tnext = jnp.where(tnext > t1_clip_floor, clipped, tnext)
         y = _select(keep, y1, run.y)
         solver_result = dfx.RESULTS.where(keep, solver_result, dfx.RESULTS.successful)
-        result = dfx.RESULTS.where(_is_okay(run.result), solver_result, run.result)
-        result = dfx.RESULTS.where(_is_okay(result), controller_result, result)
-        mask, happened = first_event(stop_rules(inp, y))
+        result = dfx.RESULTS.where(is_okay(run.result), solver_result, run.result)
+        result = dfx.RESULTS.where(is_okay(result), controller_result, result)
+        mask, happened = first_event(inp, y)
         result = dfx.RESULTS.where(happened, dfx.RESULTS.event_occurred, result)
         new = _Run(
             y=y,
@@ -387,7 +350,7 @@ def _refill_flow(
             iterations=c.iterations + 1,
         )
 
-    runs = jax.vmap(start)(inputs)
+    runs = jax.vmap(initial_run)(inputs)
     template = jax.eval_shape(record, _rows(inputs, 0), _rows(runs.y, 0))
     saved = jax.tree_util.tree_map(
         lambda v: jnp.full((num_seeds, num_saves) + v.shape, _unsaved(v.dtype), v.dtype),
@@ -407,88 +370,41 @@ def _refill_flow(
         ),
     )
 
-    counts = evaluations_per_step(solver)
-    # +1: the evaluation that set `time_unit`; +1 more for the escape's defect probe.
-    setup = 1 + (1 if escape_order else 0)
-
-    def finish(inp, run: _Run, saved) -> Solution:
+    def seed_solution(inp, run: _Run, saved) -> Solution:
         """The `Solution` of one seed, from its final state, as `_gradient_flow` makes
         it from `diffeqsolve`'s."""
-        *_, unravel, layers, loss_of = model(inp)
-        theta_end = coordinates.to_params(run.y, layers)
-        if escape_order:
+        problem = problem_of(inp)
+        escape = linear_escape(problem, escape_order, rtol, t1)
+        if escape is not None:
             # A seed whose escape jumped straight to t1 never entered the solver, and
             # `diffeqsolve` saves its start at every save time.
             never = (run.t0 == t1) & (run.num_steps == 0)
-            at_end = observe(theta_end, unravel, loss_of, observables)
+            at_end = problem.observe(problem.to_params(run.y))
             saved = _select(never, jax.tree_util.tree_map(lambda v: v[None], at_end), saved)
-            escape = escape_of(inp)
-            early = jax.vmap(lambda t: observe(escape.params(t), unravel, loss_of, observables))(ts)
-            saved = jax.tree_util.tree_map(
-                lambda lin, ode: jnp.where(
-                    (ts < run.t0).reshape((-1,) + (1,) * (lin.ndim - 1)), lin, ode
-                ),
-                early,
-                saved,
-            )
-        t_stop = run.tprev
-        loss_end = loss_of(theta_end)
-        reached = ts <= t_stop
-        saved = jax.tree_util.tree_map(
-            lambda v: jnp.where(reached.reshape((-1,) + (1,) * (v.ndim - 1)), v, jnp.nan),
-            saved,
-        )
         # `diffeqsolve` ends with `max_steps_reached` when its loop would go on.
         result = dfx.RESULTS.where(
             (run.tprev < t1) & (run.result == dfx.RESULTS.successful),
             dfx.RESULTS.max_steps_reached,
             run.result,
         )
-        status = jnp.where(
-            _is_okay(result),
-            Status.SUCCESS,
-            jnp.where(
-                result == dfx.RESULTS.max_steps_reached,
-                Status.MAX_STEPS_REACHED,
-                Status.SOLVER_FAILURE,
-            ),
-        )
-        finite = jnp.all(jnp.isfinite(theta_end)) & jnp.isfinite(loss_end)
-        status = jnp.where(finite, status, Status.NONFINITE).astype(jnp.int32)
-        stop_reason = jnp.asarray(StopReason.T1)
-        event = result == dfx.RESULTS.event_occurred
-        if "stationary" in run.event_mask:
-            stop_reason = jnp.where(
-                event & run.event_mask["stationary"], StopReason.STATIONARY, stop_reason
-            )
-        if "loss" in run.event_mask:
-            stop_reason = jnp.where(
-                event & run.event_mask["loss"], StopReason.LOSS_TOLERANCE, stop_reason
-            )
-        stop_reason = jnp.where(status == Status.SUCCESS, stop_reason, StopReason.FAILED)
-        num_evaluations = (
-            jnp.asarray(-1) if counts is None else counts[0] * run.num_steps + counts[1] + setup
-        )
-        return assemble(
-            unravel,
-            theta_end,
+        return finish(
+            problem,
+            escape,
+            solver,
             ts,
             saved,
-            t_stop=t_stop,
+            t0=run.t0,
+            y=run.y,
+            t_stop=run.tprev,
+            result=result,
+            event_mask=run.event_mask,
             num_steps=run.num_steps,
             num_accepted_steps=run.num_accepted_steps,
             num_rejected_steps=run.num_rejected_steps,
-            num_evaluations=num_evaluations,
-            status=status,
-            stop_reason=stop_reason.astype(jnp.int32),
         )
 
-    solution = jax.vmap(finish)(inputs, loop.runs, loop.saved)
+    solution = jax.vmap(seed_solution)(inputs, loop.runs, loop.saved)
     return solution, RefillStats(iterations=loop.iterations, num_slots=num_slots)
-
-
-def _is_okay(result) -> Bool[Array, ""]:
-    return (result == dfx.RESULTS.successful) | (result == dfx.RESULTS.event_occurred)
 
 
 def _unsaved(dtype):

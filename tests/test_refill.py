@@ -148,3 +148,22 @@ def test_bad_schedule(getkey, w1_data):
     # Options are checked by `gradient_flow`'s own rules.
     with pytest.raises(ValueError, match="max_steps"):
         refill_flow(nets, x, y, t1=1.0, max_steps=0)
+
+
+def test_kinks_run_the_exact_flow(getkey):
+    # The refilling slots step with a smooth solver, so an activation with kinks runs
+    # the exact (event-driven) flow of `gradient_flow` seed by seed instead: the
+    # ensemble must equal the vmapped flow, and `refill_flow` itself must refuse.
+    x = jax.random.normal(getkey(), (6, 2))
+    y = jnp.sin(x[:, 0] - x[:, 1])
+    keys = jax.random.split(getkey(), 3)
+    make = lambda k: gf.random_net(k, width=3, dim=2, scale=0.5, activation="relu", bias=True)  # noqa: E731
+    nets = jax.vmap(make)(keys)
+    ensemble = gf.flow_ensemble(nets, x, y, t1=2.0, progress=False)
+    single = jax.vmap(lambda net: gf.gradient_flow(net, x, y, t1=2.0))(nets)
+    np.testing.assert_array_equal(ensemble.status, single.status)
+    np.testing.assert_allclose(ensemble.net.a, single.net.a, rtol=1e-9)
+    with pytest.raises(ValueError, match="kinks='smooth'"):
+        refill_flow(nets, x, y, t1=1.0)
+    smooth, _ = refill_flow(nets, x, y, t1=1.0, kinks="smooth")
+    assert np.all(np.asarray(smooth.status) == gf.Status.SUCCESS)
