@@ -11,17 +11,20 @@ tanh(x + 1), loss ½·sum, Gaussian init ε = 1e-8) and t1 ∈ {400, 1e4, 1e6, 1
 each jitted and vmapped over the seeds with t1 as a traced argument (one compilation per
 method):
 
-1. `gradient_flow` with Tsit5 (the default), capped at `--tsit5-max-steps`;
-2. `gradient_flow(..., solver=Rodas5P())`, and `Rodas4()`;
-3. Rodas5P with `Cartesian(atol=1e-10·ε)` coordinates instead of `ScaleFree`;
-4. a two-phase run: Tsit5 until ‖∇L‖ ≤ τ‖θ‖ (gradflow's `stationarity_tol`), then Rodas5P
+1. `gradient_flow` with Tsit5 (the default for large nets), capped at `--tsit5-max-steps`;
+2. `gradient_flow(..., solver=gf.Rodas5P())`, gradflow's default for nets this small;
+3. a two-phase run: Tsit5 until ‖∇L‖ ≤ τ‖θ‖ (gradflow's `stationarity_tol`), then Rodas5P
    from there to t1 — the "automatic switch" measured, not a gradflow feature;
 
-and compares θ(t1) with a reference on the first `--subset` seeds: `solve_ivp` DOP853
-(rtol 1e-13, atol 1e-14·ε) through the escape to t = 50, then `solve_ivp` Radau with the
-exact (hand-written) Hessian as Jacobian, rtol 1e-12, atol 1e-14 (‖θ‖ ≈ 1.5 by then),
-restarted at each t1. The reference itself is checked against Rodas5P at a 100× tighter
-`rtol=1e-12` on `--check` seeds. Every answer is checked before any time is printed.
+and compares θ(t1) with an independent reference on the first `--subset` seeds: `solve_ivp`
+DOP853 (rtol 1e-13, atol 1e-14·ε) through the escape to t = 50, then DOP853 (rtol 1e-13,
+atol 1e-14; ‖θ‖ ≈ 1.5 by then) to each t1 up to `REF_END` = 1e4. Past that an explicit
+reference would need ~1e8 steps; but by t = 1e4 the flow has stopped: the reference for
+t1 > 1e4 is θ(1e4), and the script prints the bound ‖∇L(θ)‖/μ on how far the flow can
+still move (μ the smallest non-zero eigenvalue of the Hessian there; the zero ones span the
+manifold of exact fits, along which the gradient has no component). The reference is also
+checked against Rodas5P at a 100× tighter `rtol=1e-12` on `--check` seeds. Every answer is
+checked before any time is printed.
 
 Run from the repository root: `python benchmarks/late_phase.py [--quick]`.
 """
@@ -56,18 +59,19 @@ from w1 import (  # noqa: E402
 )
 
 import gradflow as gf  # noqa: E402
-from gradflow._solver import Rodas4, Rodas5P  # noqa: E402
 
 
 T1S = (400.0, 1e4, 1e6, 1e8)
 RTOL = 1e-10  # gradflow's default
-# The reference: DOP853 through the escape (non-stiff; atol 14 orders below the init),
-# then Radau with the exact Jacobian once ‖θ‖ is of order one and the flow is stiff. A
-# single solve with atol = 1e-14·ε never finishes: once the redundant neuron's outer
-# weight has decayed below ~1e-6, rounding in the O(1) weights sits above its tolerance.
+# The reference: DOP853 through the escape (atol 14 orders below the init), then DOP853
+# with an absolute tolerance for O(1) weights. A single solve with atol = 1e-14·ε never
+# finishes: once the redundant neuron's outer weight has decayed below ~1e-6, rounding in
+# the O(1) weights sits above its tolerance. (An implicit reference, scipy's Radau with
+# the exact Hessian, took over 50 minutes for 4 seeds to t = 1e8.)
 REF_SWITCH_TIME = 50.0
+REF_END = 1e4
 REF_EARLY = dict(method="DOP853", rtol=1e-13, atol=1e-14 * SCALE)
-REF_LATE = dict(method="Radau", rtol=1e-12, atol=1e-14)
+REF_LATE = dict(method="DOP853", rtol=1e-13, atol=1e-14)
 # Not timing a wrong answer: every run that reaches t1 must be this close.
 MAX_ERROR = 1e-7
 # τ for the two-phase run: switch once ‖∇L‖ ≤ τ‖θ‖. Measured on 20 seeds: τ = 1e-1 fires
@@ -107,25 +111,35 @@ def check_numpy_hessian(x: np.ndarray, y: np.ndarray) -> None:
 
 
 def reference(theta0: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """θ at each of `T1S` per seed, shape `(seeds, len(T1S), P)`, and the time taken."""
+    """θ at each of `T1S` per seed, shape `(seeds, len(T1S), P)`, and the time taken.
+    Past `REF_END` the flow has stopped to within the printed bound: θ(REF_END) stands in."""
     field = lambda t, theta: -numpy_gradient(theta, x, y)  # noqa: E731
-    jacobian = lambda t, theta: -numpy_hessian(theta, x, y)  # noqa: E731
     start = time.perf_counter()
-    out = []
+    out, bounds = [], []
     for theta in theta0:
         early = solve_ivp(field, (0.0, REF_SWITCH_TIME), theta, **REF_EARLY)
         if not early.success or np.linalg.norm(early.y[:, -1]) < 0.1:
             raise RuntimeError("reference: the escape did not finish by t = 50.")
         state, t0, finals = early.y[:, -1], REF_SWITCH_TIME, []
         for t1 in T1S:
-            late = solve_ivp(field, (t0, t1), state, jac=jacobian, **REF_LATE)
-            if not late.success:
-                raise RuntimeError(f"reference Radau failed: {late.message}")
-            state, t0 = late.y[:, -1], t1
+            if t1 <= REF_END:
+                late = solve_ivp(field, (t0, t1), state, **REF_LATE)
+                if not late.success:
+                    raise RuntimeError(f"reference DOP853 failed: {late.message}")
+                state, t0 = late.y[:, -1], t1
             finals.append(state)
         out.append(finals)
+        # How far the flow can still move after REF_END: ‖∇L‖/μ, μ the smallest
+        # eigenvalue of the Hessian above the (rounding-level) zeros of the fit manifold.
+        eigenvalues = np.linalg.eigvalsh(numpy_hessian(state, x, y))
+        mu = eigenvalues[eigenvalues > 1e-8 * eigenvalues.max()].min()
+        bounds.append(np.linalg.norm(numpy_gradient(state, x, y)) / mu / np.linalg.norm(state))
         print(".", end="", flush=True)
     print()
+    print(
+        f"reference: after t = {REF_END:g} the flow moves at most ‖∇L‖/(μ‖θ‖) = "
+        f"{max(bounds):.1e} relative (largest over seeds)"
+    )
     return np.array(out), time.perf_counter() - start
 
 
@@ -135,7 +149,7 @@ def reference(theta0: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndar
 def flow_method(x, y, *, solver, coordinates=None, max_steps, rtol=RTOL):
     """`gradient_flow` vmapped over nets, with t1 traced: compiled once for all t1."""
     kwargs = {} if coordinates is None else {"coordinates": coordinates}
-    jacobians = isinstance(solver, (Rodas5P, Rodas4))
+    jacobians = isinstance(solver, gf.AbstractRosenbrock)
 
     def run(net, t1):
         sol = gf.gradient_flow(
@@ -169,7 +183,9 @@ def switched_method(x, y, *, tau, max_steps):
         first = gf.gradient_flow(
             net, x, y, t1=t1, solver=dfx.Tsit5(), stationarity_tol=tau, **common
         )
-        rest = gf.gradient_flow(first.net, x, y, t1=t1 - first.t_stop, solver=Rodas5P(), **common)
+        rest = gf.gradient_flow(
+            first.net, x, y, t1=t1 - first.t_stop, solver=gf.Rodas5P(), **common
+        )
         status = jnp.where(first.status != gf.Status.SUCCESS, first.status, rest.status)
         return dict(
             net=rest.net,
@@ -213,28 +229,23 @@ def main(*, num_seeds, subset, check, repeats, tsit5_max_steps, seed):
     nets = initial_nets(seed, num_seeds)
     theta0 = flat_params(nets)
 
-    print(f"reference on {subset} seeds: DOP853 to t={REF_SWITCH_TIME:g}, then Radau ", end="")
+    print(
+        f"reference on {subset} seeds: DOP853 to t={REF_SWITCH_TIME:g}, then to {REF_END:g} ",
+        end="",
+    )
     theta_ref, ref_time = reference(theta0[:subset], x_np, y_np)
     print(f"reference: {ref_time:.1f} s")
 
     methods = {
         "Tsit5 (ScaleFree)": flow_method(x, y, solver=dfx.Tsit5(), max_steps=tsit5_max_steps),
-        "Rodas5P (ScaleFree)": flow_method(x, y, solver=Rodas5P(), max_steps=100_000),
-        "Rodas4 (ScaleFree)": flow_method(x, y, solver=Rodas4(), max_steps=100_000),
-        f"Rodas5P (Cartesian atol={1e-10 * SCALE:g})": flow_method(
-            x,
-            y,
-            solver=Rodas5P(),
-            coordinates=gf.Cartesian(atol=1e-10 * SCALE),
-            max_steps=20_000,
-        ),
+        "Rodas5P (ScaleFree)": flow_method(x, y, solver=gf.Rodas5P(), max_steps=100_000),
         f"Tsit5 → Rodas5P at ‖∇L‖≤{SWITCH_TAU:g}‖θ‖": switched_method(
             x, y, tau=SWITCH_TAU, max_steps=100_000
         ),
     }
 
     # The reference's own accuracy: Rodas5P at 100× tighter rtol on `check` seeds.
-    tight = flow_method(x, y, solver=Rodas5P(), max_steps=100_000, rtol=1e-2 * RTOL)
+    tight = flow_method(x, y, solver=gf.Rodas5P(), max_steps=100_000, rtol=1e-2 * RTOL)
     check_nets = jax.tree_util.tree_map(lambda leaf: leaf[:check], nets)
     agreement = []
     for i, t1 in enumerate(T1S):
@@ -353,7 +364,7 @@ def summarise(rows, extra, num_seeds, tsit5_max_steps) -> None:
             )
     print(
         "Under vmap a batch runs until its slowest seed finishes: wall time follows max "
-        "steps. f evals: gradflow's `num_evaluations` (Rodas: 8 (Rodas5P) or 6 (Rodas4) "
+        "steps. f evals: gradflow's `num_evaluations` (Rodas5P: 8 "
         "per step, the first being the primal of the Jacobian); one Jacobian (P "
         "forward-mode JVPs) and one LU per Rosenbrock step, rejected steps included."
     )
@@ -361,30 +372,28 @@ def summarise(rows, extra, num_seeds, tsit5_max_steps) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=20, help="ensemble size (default 20)")
-    parser.add_argument(
-        "--subset", type=int, default=None, help="seeds with a reference (default: all)"
-    )
+    parser.add_argument("--seeds", type=int, default=8, help="ensemble size (default 8)")
+    parser.add_argument("--subset", type=int, default=4, help="seeds with a reference (default 4)")
     parser.add_argument(
         "--check", type=int, default=2, help="seeds for the reference's own check (default 2)"
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept")
     parser.add_argument(
-        "--tsit5-max-steps", type=int, default=200_000, help="cap for Tsit5 (default 200000)"
+        "--tsit5-max-steps", type=int, default=50_000, help="cap for Tsit5 (default 50000)"
     )
     parser.add_argument("--seed", type=int, default=0, help="base PRNG seed (default 0)")
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke test: 4 seeds, 1 checked, 1 repeat, Tsit5 capped at 20000 steps",
+        help="smoke test: 4 seeds, 2 with a reference, 1 checked, 1 repeat, Tsit5 capped at 20000",
     )
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.check, args.repeats, args.tsit5_max_steps = 4, 1, 1, 20_000
-        args.subset = None
+        args.subset = 2
     main(
         num_seeds=args.seeds,
-        subset=args.seeds if args.subset is None else args.subset,
+        subset=args.subset,
         check=args.check,
         repeats=args.repeats,
         tsit5_max_steps=args.tsit5_max_steps,

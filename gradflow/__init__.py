@@ -47,6 +47,11 @@ from ._piecewise import (  # noqa: E402
     piecewise_flow as piecewise_flow,
 )
 from ._solution import Solution as Solution  # noqa: E402
+from ._solver import (  # noqa: E402
+    AbstractRosenbrock as AbstractRosenbrock,
+    Rodas4 as Rodas4,
+    Rodas5P as Rodas5P,
+)
 from ._status import (  # noqa: E402
     Status as Status,
     status_messages as status_messages,  # noqa: E402

@@ -17,6 +17,7 @@ from ._loss import Reduction, squared_loss
 from ._misc import all_concrete, check_positive, layer_sizes, ravel_net
 from ._network import TwoLayerNet
 from ._solution import assemble, observe, Solution
+from ._solver import Rodas5P
 from ._status import Status, StopReason
 from ._validate import check_problem, check_times
 
@@ -69,6 +70,13 @@ def flow_options(
                     "`ScaleFree(layerwise=True)` to be relative to. Pass "
                     "`coordinates=gradflow.ScaleFree(layerwise=False)`."
                 )
+    if solver is None:
+        solver = default_solver(net)
+    elif not isinstance(solver, dfx.AbstractAdaptiveSolver):
+        raise TypeError(
+            "`solver` must be an adaptive Diffrax solver such as `diffrax.Tsit5()` or "
+            f"`gradflow.Rodas5P()`, or None for the default; got {type(solver).__name__}."
+        )
     if kinks not in ("exact", "smooth"):
         raise ValueError(f"`kinks` must be 'exact' or 'smooth', got {kinks!r}.")
     if kinks == "exact" and not net.activation.is_smooth:
@@ -284,6 +292,21 @@ def finish(
 def _per_save(mask: Bool[Array, " T"], value: Array) -> Bool[Array, "T ..."]:
     """`mask` over the save times, shaped to broadcast against `value`, saved at each."""
     return mask.reshape((-1,) + (1,) * (value.ndim - 1))
+
+
+# Measured on W1-like problems (`benchmarks/late_phase.py`, `benchmarks/RESULTS.md`): with
+# P = 6 parameters Rodas5P takes 1.5x Tsit5's time to t = 200 but 13x less to t = 1e4, and
+# is the only one of the two that reaches t = 1e8; with P = 24 it is 2.4x slower to t = 400
+# and 4.5x faster to t = 1e4. Past a few dozen parameters the dense P x P factorisation per
+# step (batched LU on XLA:CPU) costs more than the stiff late phase saves.
+ROSENBROCK_MAX_PARAMS = 32
+
+
+def default_solver(net: TwoLayerNet) -> dfx.AbstractAdaptiveSolver:
+    """The solver of `solver=None`: `Rodas5P` (L-stable, exact Jacobian) for nets with at
+    most `ROSENBROCK_MAX_PARAMS` parameters, whose late phase it crosses in a few hundred
+    steps however long the horizon; `Tsit5` for larger ones."""
+    return Rodas5P() if sum(layer_sizes(net)) <= ROSENBROCK_MAX_PARAMS else dfx.Tsit5()
 
 
 def evaluations_per_step(solver) -> tuple[int, int] | None:

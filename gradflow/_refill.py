@@ -82,7 +82,7 @@ def refill_flow(
     ts: Float[ArrayLike, " T"] | None = None,
     reduction: Reduction = "mean",
     rtol: float = 1e-10,
-    solver: dfx.AbstractAdaptiveSolver = dfx.Tsit5(),
+    solver: dfx.AbstractAdaptiveSolver | None = None,
     coordinates: AbstractCoordinates = ScaleFree(),
     loss_tol: float | None = None,
     stationarity_tol: float | None = None,
