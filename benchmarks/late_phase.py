@@ -1,8 +1,8 @@
 """Late phase of workload W1: explicit Tsit5 against the Rosenbrock solver Rodas5P.
 
 After the escape from the 1e-8 init and the fit (t ≲ 20), the gradient flow of W1 is
-stiff: Hessian eigenvalues up to ~5 next to a slow mode (rate ~3e-3: the weight of the
-redundant neuron decaying) and exactly flat directions (the manifold of exact fits). An
+stiff: Hessian eigenvalues up to ~5 next to slow motion (the redundant neuron decaying,
+which still moves θ by ~3e-2 between t = 1e4 and 1e8) and flat directions. An
 explicit method is held to h ≲ 3.3/λ_max for ever, so its steps grow like t1; an
 L-stable method's steps grow with the time scale of the slow motion.
 
@@ -16,15 +16,16 @@ method):
 3. a two-phase run: Tsit5 until ‖∇L‖ ≤ τ‖θ‖ (gradflow's `stationarity_tol`), then Rodas5P
    from there to t1 — the "automatic switch" measured, not a gradflow feature;
 
-and compares θ(t1) with an independent reference on the first `--subset` seeds: `solve_ivp`
-DOP853 (rtol 1e-13, atol 1e-14·ε) through the escape to t = 50, then DOP853 (rtol 1e-13,
-atol 1e-14; ‖θ‖ ≈ 1.5 by then) to each t1 up to `REF_END` = 1e4. Past that an explicit
-reference would need ~1e8 steps; but by t = 1e4 the flow has stopped: the reference for
-t1 > 1e4 is θ(1e4), and the script prints the bound ‖∇L(θ)‖/μ on how far the flow can
-still move (μ the smallest non-zero eigenvalue of the Hessian there; the zero ones span the
-manifold of exact fits, along which the gradient has no component). The reference is also
-checked against Rodas5P at a 100× tighter `rtol=1e-12` on `--check` seeds. Every answer is
-checked before any time is printed.
+and compares θ(t1) with a reference on the first `--subset` seeds. Up to t1 = `REF_END`
+= 1e4 it is independent: `solve_ivp` DOP853 (rtol 1e-13, atol 1e-14·ε) through the
+escape to t = 50, then DOP853 (rtol 1e-13, atol 1e-14; ‖θ‖ ≈ 1.5 by then). Past that an
+explicit reference would need ~1e8 steps and an implicit one (scipy's Radau with the
+exact Hessian) took over 50 minutes for 4 seeds, and the flow has not stopped (the
+redundant neuron still decays between 1e4 and 1e8, by ~3e-2 relative): there the
+reference is Rodas5P at a 100× tighter `rtol=1e-12` (self-convergence; the two agree with
+DOP853 to ~1e-12 up to 1e4). (The imbalances a_k² − ‖w_k‖² are no check here: they are
+conserved only for homogeneous activations, not tanh.) Every answer is checked before
+any time is printed.
 
 Run from the repository root: `python benchmarks/late_phase.py [--quick]`.
 """
@@ -45,17 +46,14 @@ import numpy as np  # noqa: E402
 from scipy.integrate import solve_ivp  # noqa: E402
 from w1 import (  # noqa: E402
     check_numpy_gradient,
-    DIM,
     flat_params,
     initial_nets,
     load_average,
-    loss,
     machine_info,
     numpy_gradient,
     relative_errors,
     SCALE,
     w1_data,
-    WIDTH,
 )
 
 import gradflow as gf  # noqa: E402
@@ -83,63 +81,27 @@ SWITCH_TAU = 1e-2
 # ---------------------------------------------------------------------------- problem
 
 
-def numpy_hessian(theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """∇²L by hand: with r = tanh(XWᵀ)a − y and J = ∂r/∂θ, ∇²L = JᵀJ + Σ_i r_i ∇²r_i,
-    where ∂²r_i/∂a_k∂w_k = σ'(z_ik) x_i and ∂²r_i/∂w_k² = a_k σ''(z_ik) x_i x_iᵀ."""
-    a = theta[:WIDTH]
-    W = theta[WIDTH:].reshape(WIDTH, DIM)
-    h = np.tanh(x @ W.T)  # (n, m)
-    h1 = 1.0 - h**2
-    h2 = -2.0 * h * h1
-    r = h @ a - y
-    jac_w = (a[None, :, None] * h1[:, :, None] * x[:, None, :]).reshape(len(y), -1)
-    J = np.concatenate([h, jac_w], axis=1)
-    H = J.T @ J
-    for k in range(WIDTH):
-        w_k = slice(WIDTH + k * DIM, WIDTH + (k + 1) * DIM)
-        cross = (r[:, None] * h1[:, k : k + 1] * x).sum(axis=0)
-        H[k, w_k] += cross
-        H[w_k, k] += cross
-        H[w_k, w_k] += a[k] * np.einsum("i,ij,il->jl", r * h2[:, k], x, x)
-    return H
-
-
-def check_numpy_hessian(x: np.ndarray, y: np.ndarray) -> None:
-    theta = np.random.default_rng(1).normal(size=WIDTH + WIDTH * DIM)
-    expected = np.asarray(jax.hessian(loss)(jnp.asarray(theta), jnp.asarray(x), jnp.asarray(y)))
-    np.testing.assert_allclose(numpy_hessian(theta, x, y), expected, rtol=1e-12, atol=1e-13)
-
-
 def reference(theta0: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """θ at each of `T1S` per seed, shape `(seeds, len(T1S), P)`, and the time taken.
-    Past `REF_END` the flow has stopped to within the printed bound: θ(REF_END) stands in."""
+    """θ at each t1 ≤ `REF_END` of `T1S` per seed, shape `(seeds, T, P)`, and the time."""
     field = lambda t, theta: -numpy_gradient(theta, x, y)  # noqa: E731
     start = time.perf_counter()
-    out, bounds = [], []
+    out = []
     for theta in theta0:
         early = solve_ivp(field, (0.0, REF_SWITCH_TIME), theta, **REF_EARLY)
         if not early.success or np.linalg.norm(early.y[:, -1]) < 0.1:
             raise RuntimeError("reference: the escape did not finish by t = 50.")
         state, t0, finals = early.y[:, -1], REF_SWITCH_TIME, []
         for t1 in T1S:
-            if t1 <= REF_END:
-                late = solve_ivp(field, (t0, t1), state, **REF_LATE)
-                if not late.success:
-                    raise RuntimeError(f"reference DOP853 failed: {late.message}")
-                state, t0 = late.y[:, -1], t1
+            if t1 > REF_END:
+                break
+            late = solve_ivp(field, (t0, t1), state, **REF_LATE)
+            if not late.success:
+                raise RuntimeError(f"reference DOP853 failed: {late.message}")
+            state, t0 = late.y[:, -1], t1
             finals.append(state)
         out.append(finals)
-        # How far the flow can still move after REF_END: ‖∇L‖/μ, μ the smallest
-        # eigenvalue of the Hessian above the (rounding-level) zeros of the fit manifold.
-        eigenvalues = np.linalg.eigvalsh(numpy_hessian(state, x, y))
-        mu = eigenvalues[eigenvalues > 1e-8 * eigenvalues.max()].min()
-        bounds.append(np.linalg.norm(numpy_gradient(state, x, y)) / mu / np.linalg.norm(state))
         print(".", end="", flush=True)
     print()
-    print(
-        f"reference: after t = {REF_END:g} the flow moves at most ‖∇L‖/(μ‖θ‖) = "
-        f"{max(bounds):.1e} relative (largest over seeds)"
-    )
     return np.array(out), time.perf_counter() - start
 
 
@@ -225,7 +187,6 @@ def main(*, num_seeds, subset, check, repeats, tsit5_max_steps, seed):
     x, y = w1_data()
     x_np, y_np = np.asarray(x), np.asarray(y)
     check_numpy_gradient(x_np, y_np)
-    check_numpy_hessian(x_np, y_np)
     nets = initial_nets(seed, num_seeds)
     theta0 = flat_params(nets)
 
@@ -233,7 +194,7 @@ def main(*, num_seeds, subset, check, repeats, tsit5_max_steps, seed):
         f"reference on {subset} seeds: DOP853 to t={REF_SWITCH_TIME:g}, then to {REF_END:g} ",
         end="",
     )
-    theta_ref, ref_time = reference(theta0[:subset], x_np, y_np)
+    theta_dop, ref_time = reference(theta0[:subset], x_np, y_np)
     print(f"reference: {ref_time:.1f} s")
 
     methods = {
@@ -244,20 +205,30 @@ def main(*, num_seeds, subset, check, repeats, tsit5_max_steps, seed):
         ),
     }
 
-    # The reference's own accuracy: Rodas5P at 100× tighter rtol on `check` seeds.
+    # Rodas5P at 100× tighter rtol on the subset: checks the DOP853 reference up to
+    # REF_END (on `check` seeds) and is the reference past it.
     tight = flow_method(x, y, solver=gf.Rodas5P(), max_steps=100_000, rtol=1e-2 * RTOL)
-    check_nets = jax.tree_util.tree_map(lambda leaf: leaf[:check], nets)
-    agreement = []
+    subset_nets = jax.tree_util.tree_map(lambda leaf: leaf[:subset], nets)
+    reference_rows, agreement = [], []
     for i, t1 in enumerate(T1S):
-        out = jax.block_until_ready(tight(check_nets, jnp.asarray(t1)))
+        out = jax.block_until_ready(tight(subset_nets, jnp.asarray(t1)))
         if not np.all(np.asarray(out["status"]) == gf.Status.SUCCESS):
             raise AssertionError(f"Rodas5P at rtol={1e-2 * RTOL:g} failed at t1={t1:g}.")
-        agreement.append(
-            float(np.max(relative_errors(flat_params(out["net"]), theta_ref[:check, i])))
-        )
+        theta_tight = flat_params(out["net"])
+        if t1 <= REF_END:
+            difference = relative_errors(theta_tight[:check], theta_dop[:check, i])
+            agreement.append(f"t1={t1:g}: {difference.max():.1e}")
+            reference_rows.append(theta_dop[:, i])
+        else:
+            reference_rows.append(theta_tight)
+    theta_ref = np.stack(reference_rows, axis=1)
     print(
-        f"reference vs Rodas5P rtol={1e-2 * RTOL:g} ({check} seeds), max relative difference: "
-        + ", ".join(f"t1={t1:g}: {a:.1e}" for t1, a in zip(T1S, agreement))
+        f"DOP853 reference vs Rodas5P rtol={1e-2 * RTOL:g} ({check} seeds), max relative "
+        "difference: " + ", ".join(agreement)
+    )
+    moved = relative_errors(theta_ref[:, -1], theta_ref[:, T1S.index(REF_END)])
+    print(
+        f"the flow still moves after t = {REF_END:g}: ‖θ(1e8) − θ(1e4)‖/‖θ‖ up to {moved.max():.1e}"
     )
 
     rows, extra = [], {}

@@ -18,6 +18,23 @@ def main(argv=None) -> int:
     demo.add_argument("--t1", type=float, default=defaults.t1)
     demo.add_argument("--out", default="gradflow-demo", help="output directory")
     demo.add_argument("--no-progress", action="store_true")
+
+    reproduce = commands.add_parser(
+        "reproduce", help="Regenerate the figures of a paper, each with its numbers."
+    )
+    reproduce.add_argument(
+        "experiment",
+        choices=["single-neuron"],
+        help="single-neuron: Zhao, Bai & Zhang, arXiv:2405.13787",
+    )
+    reproduce.add_argument(
+        "--quick", action="store_true", help="CI size: a few seeds per point (about a minute)"
+    )
+    reproduce.add_argument("--out", default=None, help="output directory (default: EXPERIMENT)")
+    reproduce.add_argument(
+        "--checkpoint-dir", default=None, help="keep finished chunks here and resume from them"
+    )
+    reproduce.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -29,6 +46,23 @@ def main(argv=None) -> int:
             parser.error("--t1 must be positive")
         config = DemoConfig(num_seeds=args.seeds, scale=args.scale, t1=args.t1)
         print(run_demo(config, args.out, progress=not args.no_progress))
+    elif args.command == "reproduce":
+        # Imported here: the experiments pull in xarray and pandas, which `demo` does not need.
+        import matplotlib
+
+        from .experiments._single_neuron.reproduce import reproduce as single_neuron, summary_text
+
+        matplotlib.use("Agg")  # files only, no windows
+
+        out = args.out or args.experiment
+        summary = single_neuron(
+            out,
+            quick=args.quick,
+            progress=not args.no_progress,
+            checkpoint_dir=args.checkpoint_dir,
+        )
+        print(summary_text(summary))
+        print(f"figures and numbers: {out}/")
     return 0
 
 

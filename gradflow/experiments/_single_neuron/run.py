@@ -1,0 +1,273 @@
+"""Configuration → engine call → labelled result, for single-neuron target recovery."""
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..._activation import get_activation
+from ..._ensemble import flow_ensemble
+from ..._init import net_with_imbalance, random_net
+from ..._labels import to_dataset
+from ..._network import imbalance, TwoLayerNet
+from ..._times import log_times
+from .config import SingleNeuronConfig
+from .measures import (
+    _slope_at_zero,
+    end_point_class,
+    escape_time,
+    generalisation_error,
+    growing_mode,
+    target_point,
+    test_set,
+)
+
+
+def solver_of(config: SingleNeuronConfig):
+    """The Diffrax solver named by `config.solver`."""
+    if config.solver == "tsit5":
+        return dfx.Tsit5()
+    # The Rosenbrock method: after the fit the flow is stiff (curvature ~5 next to slow
+    # modes ~1e-3 and exactly flat directions) and converges only slowly, exponentially
+    # with a small rate or algebraically (a dying neuron with a ≈ w → 0); an explicit
+    # method's step stays ≲ 3.3/5 for ever, an L-stable one's grows with the time scale.
+    from ..._solver import Rodas5P
+
+    return Rodas5P()
+
+
+def initial_net(config: SingleNeuronConfig, key, scale) -> TwoLayerNet:
+    """$\\theta_0$ of one run (`scale` may be traced): see `SingleNeuronConfig.init`."""
+    kwargs = dict(dim=config.input_dim, scale=scale, activation=config.activation)
+    if config.init == "near_target":
+        noise = random_net(key, width=config.width, **kwargs)
+        base = target_point(config)
+        return TwoLayerNet(base.a + noise.a, base.W + noise.W, None, config.activation)
+    if config.imbalance is not None:
+        prescribed = jnp.asarray(config.imbalance, jnp.float64) * scale**2
+        return net_with_imbalance(key, prescribed, **kwargs)
+    return random_net(key, width=config.width, **kwargs)
+
+
+def grid_data(config: SingleNeuronConfig):
+    """Training data of every (n, seed), padded to `max(sizes)` with zero-weight points:
+    `x (sizes, seeds, n_max, d)`, `y` and `weights (sizes, seeds, n_max)`. For the
+    interval design every seed has the same data."""
+    n_max = max(config.sizes)
+    seeds = range(config.num_seeds) if config.design == "gaussian" else [0]
+    x = np.zeros((len(config.sizes), len(seeds), n_max, config.input_dim))
+    w = np.zeros((len(config.sizes), len(seeds), n_max))
+    for i, n in enumerate(config.sizes):
+        for j, seed in enumerate(seeds):
+            x[i, j, :n] = config.inputs(config.raw_inputs(n, seed))
+            w[i, j, :n] = 1.0
+    y = np.asarray(config.target(jnp.asarray(x))) * w
+    if config.design != "gaussian":
+        x, y, w = (np.repeat(v, config.num_seeds, axis=1) for v in (x, y, w))
+    return x, y, w
+
+
+def run(config: SingleNeuronConfig, *, progress: bool = False, checkpoint_dir=None):
+    """Runs the gradient flow of every point of the grid `sizes` × `scales` × seed of
+    `config` (compiled, vmapped `gradflow.flow_ensemble` calls, one per chunk of runs)
+    and measures each run.
+
+    **Returns:** an `xarray.Dataset` with dimensions `(n, scale, seed)` (plus `time`,
+    `neuron`, `feature`), holding what `gradflow.to_dataset` stores (loss over time,
+    final `a`, `W`, `t_stop`, `status`, ...) and, per run:
+
+    - `a0`, `W0`: the initial parameters;
+    - `initial_imbalance` $C(\\theta_0)$ and `normalised_imbalance`
+      $C(\\theta_0)/\\|C(\\theta_0)\\|$ (over `neuron`);
+    - `growing_mode`: each neuron's amplitude $\\alpha_k$ on the unstable mode at the
+      origin (see `growing_mode`), and `growth_rate`
+      $\\lambda = |\\sigma'(0)|\\,\\|\\sum_i y_i x_i\\|$ of the run's data;
+    - `generalisation_error` (on `test_set`), `recovered` (error below
+      `recovery_threshold` and the run succeeded);
+    - `target_set`: $k$ for $Q^k$, $-1$ shared, $0$ not recovered (`end_point_class`),
+      and `num_active` neurons;
+    - `escape_time`: the first time the loss is below `escape_fraction` of its start.
+
+    `attrs` hold the configuration's fields.
+    """
+    return run_many([config], progress=progress, checkpoint_dir=checkpoint_dir)[0]
+
+
+def _engine_settings(config: SingleNeuronConfig) -> tuple:
+    # Everything that shapes the compiled program other than the number of data points.
+    return (
+        type(get_activation(config.activation)),
+        config.width,
+        config.input_dim,
+        config.t1,
+        config.num_times,
+        config.t_min,
+        config.rtol,
+        config.loss_tol,
+        config.solver,
+        config.max_steps,
+        config.chunk_size,
+    )
+
+
+def run_many(configs, *, progress: bool = False, checkpoint_dir=None) -> list:
+    """`run` for several configurations, with as few compilations as possible: all
+    configurations that share the student (activation, width, input dimension) and the
+    solver settings (`t1`, save times, `rtol`, `loss_tol`, `solver`, `max_steps`,
+    `chunk_size`) go through **one** `flow_ensemble` call, their data padded to a
+    common number of points with zero-weight samples (which the loss ignores exactly).
+    Compilation costs more than many of the small grids of a paper reproduction.
+
+    **Returns:** one dataset per configuration, in order.
+    """
+    configs = list(configs)
+    groups: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        if not isinstance(config, SingleNeuronConfig):
+            raise TypeError(f"`configs[{i}]` must be a `SingleNeuronConfig`, got {type(config)}.")
+        groups.setdefault(_engine_settings(config), []).append(i)
+    out = [None] * len(configs)
+    for members in groups.values():
+        batches = [_initial_batch(configs[i]) for i in members]
+        n_max = max(b[1].shape[1] for b in batches)
+        pad = lambda v, width: np.pad(  # noqa: E731
+            v, [(0, 0), (0, width - v.shape[1])] + [(0, 0)] * (v.ndim - 2)
+        )
+        nets = jax.tree_util.tree_map(lambda *v: jnp.concatenate(v), *[b[0] for b in batches])
+        x, y, w = (
+            jnp.asarray(np.concatenate([pad(b[k], n_max) for b in batches])) for k in (1, 2, 3)
+        )
+        config = configs[members[0]]
+        # One folder per compiled program, named by it: a rerun of the same
+        # configurations resumes from their chunks.
+        directory = None
+        if checkpoint_dir is not None:
+            name = f"{type(get_activation(config.activation)).__name__}_m{config.width}"
+            directory = f"{checkpoint_dir}/{name}_{config.solver}_t{config.t1:g}"
+        solution = flow_ensemble(
+            nets,
+            x,
+            y,
+            weights=w,
+            t1=config.t1,
+            ts=log_times(config.t1, config.num_times, t_min=config.t_min),
+            reduction="sum",
+            rtol=config.rtol,
+            loss_tol=config.loss_tol,
+            solver=solver_of(config),
+            max_steps=config.max_steps,
+            chunk_size=config.chunk_size,
+            progress=progress,
+            checkpoint_dir=directory,
+        )
+        start = 0
+        for i, batch in zip(members, batches):
+            stop = start + batch[1].shape[0]
+            part = jax.tree_util.tree_map(lambda v: v[start:stop], solution)
+            out[i] = _labelled(configs[i], part, batch)
+            start = stop
+    return out
+
+
+def _initial_batch(config: SingleNeuronConfig):
+    """Initial nets and padded data of every run, flattened over (n, scale, seed)."""
+    sizes, scales, seeds = list(config.sizes), np.asarray(config.scales, float), config.num_seeds
+    i_n, i_s, i_seed = (v.ravel() for v in np.indices((len(sizes), len(scales), seeds)))
+    nets = _initial_nets(config, jnp.asarray(i_seed), jnp.asarray(scales[i_s]))
+    x, y, w = grid_data(config)
+    return (nets,) + tuple(v[i_n, i_seed] for v in (x, y, w))
+
+
+@eqx.filter_jit
+def _initial_nets(config, seed_index, scale):
+    keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)[seed_index]
+    return jax.vmap(lambda k, s: initial_net(config, k, s))(keys, scale)
+
+
+@eqx.filter_jit
+def _measure(nets, final, x, y, w, x_test, y_test, w_test, recovery_threshold, carry_tolerance):
+    def one(net0, net, x, y, w):
+        code, active = end_point_class(
+            net,
+            x_test,
+            y_test,
+            w_test,
+            recovery_threshold=recovery_threshold,
+            carry_tolerance=carry_tolerance,
+        )
+        return dict(
+            imbalance=imbalance(net0),
+            growing_mode=growing_mode(net0, x, y * w),
+            data_norm=jnp.linalg.norm((y * w) @ x),
+            error=generalisation_error(net, x_test, y_test, w_test),
+            code=code,
+            active=active,
+        )
+
+    return jax.vmap(one)(nets, final, x, y, w)
+
+
+def _labelled(config: SingleNeuronConfig, solution, batch):
+    nets, x, y, w = batch
+    sizes, scales, seeds = list(config.sizes), np.asarray(config.scales, float), config.num_seeds
+    grid = dict(n=np.asarray(sizes), scale=scales, seed=np.arange(seeds))
+    ds = to_dataset(solution, grid)
+    shape = (len(sizes), len(scales), seeds)
+    dims = ("n", "scale", "seed")
+
+    def put(name, value, extra=()):
+        value = np.asarray(value)
+        ds[name] = (dims + extra, value.reshape(shape + value.shape[1:]))
+
+    x_test, w_test = test_set(config)
+    measured = _measure(
+        nets,
+        solution.net,
+        jnp.asarray(x),
+        jnp.asarray(y),
+        jnp.asarray(w),
+        x_test,
+        config.target(x_test),
+        w_test,
+        config.recovery_threshold,
+        config.carry_tolerance,
+    )
+    measured = {k: np.asarray(v) for k, v in measured.items()}
+    put("a0", nets.a, ("neuron",))
+    put("W0", nets.W, ("neuron", "feature"))
+    c0 = measured["imbalance"]
+    put("initial_imbalance", c0, ("neuron",))
+    put("normalised_imbalance", c0 / np.linalg.norm(c0, axis=-1, keepdims=True), ("neuron",))
+    put("growing_mode", measured["growing_mode"], ("neuron",))
+    put("growth_rate", abs(float(_slope_at_zero(nets))) * measured["data_norm"])
+    ok = np.asarray(solution.status) == 0
+    err = measured["error"]
+    put("generalisation_error", err)
+    put("recovered", ok & (err < config.recovery_threshold))
+    put("target_set", np.where(ok, measured["code"], 0))
+    put("num_active", measured["active"])
+    times = np.asarray(solution.ts).reshape(err.shape[0], -1)[0]
+    put("escape_time", escape_time(times, solution.loss, config.escape_fraction))
+    ds.attrs.update(config_attrs(config))
+    ds["target_set"].attrs["codes"] = (
+        "k = Q^k (neuron k alone carries the target); -1 = shared; 0 = not recovered"
+    )
+    return ds
+
+
+def config_attrs(config: SingleNeuronConfig) -> dict:
+    """The configuration as netCDF-storable attributes."""
+    out = {}
+    for field in config.__dataclass_fields__:
+        value = getattr(config, field)
+        if value is None:
+            value = "None"
+        elif isinstance(value, bool):
+            value = int(value)
+        elif isinstance(value, tuple):
+            value = np.asarray(value)
+        elif not isinstance(value, int | float | str):
+            value = type(value).__name__
+        out[f"config_{field}"] = value
+    return out
