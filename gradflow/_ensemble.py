@@ -249,27 +249,16 @@ def flow_ensemble(
         schedule = "chunks"
     data = (x, y, None if weights is None else jnp.asarray(weights))
 
-    def one(inputs):
-        net, data_i = inputs
-        x_i, y_i, w_i = data_i if per_seed else data
-        return gradient_flow(net, x_i, y_i, weights=w_i, **flow_kwargs)
-
-    def refill(inputs):
-        nets_chunk, data_chunk = inputs
-        if per_seed:  # each seed its own row of the chunk's data table
-            index = jnp.arange(nets_chunk.a.shape[0])
-            x_c, y_c, w_c = data_chunk
-        else:
-            index, (x_c, y_c, w_c) = None, data
-        solution, _ = refill_flow(
-            nets_chunk, x_c, y_c, weights=w_c, data_index=index, num_slots=num_slots,
-            **flow_kwargs,
-        )  # fmt: skip
-        return solution
-
+    run = _EnsembleChunk(
+        None if per_seed else data,
+        flow_kwargs,
+        per_seed=per_seed,
+        schedule=schedule,
+        num_slots=num_slots,
+    )
     batch = (nets, data if per_seed else None)
     return _run_batches(
-        jax.vmap(one) if schedule == "chunks" else refill,
+        run,
         batch,
         chunk_size=default_chunk_size(schedule, chunk_size, num_slots),
         progress=progress,
@@ -278,6 +267,38 @@ def flow_ensemble(
         description="seeds/chunk",
         devices=devices,
     )
+
+
+class _EnsembleChunk(eqx.Module):
+    """`flow_ensemble` on one chunk `(nets, per-seed data or None)`. A module rather than
+    a closure: `filter_jit` traces its arrays, so every call with the same structure and
+    options reuses one compilation (a new closure per call would compile anew)."""
+
+    data: tuple | None  # shared data; None where each seed brings its own
+    flow_kwargs: dict
+    per_seed: bool = eqx.field(static=True)
+    schedule: Schedule = eqx.field(static=True)
+    num_slots: int = eqx.field(static=True)
+
+    def __call__(self, inputs):
+        nets, data_chunk = inputs
+        if self.schedule == "chunks":
+
+            def one(net, data_i):
+                x_i, y_i, w_i = data_i if self.per_seed else self.data
+                return gradient_flow(net, x_i, y_i, weights=w_i, **self.flow_kwargs)
+
+            return jax.vmap(one)(nets, data_chunk if self.per_seed else None)
+        if self.per_seed:  # each seed its own row of the chunk's data table
+            index = jnp.arange(nets.a.shape[0])
+            x, y, weights = data_chunk
+        else:
+            index, (x, y, weights) = None, self.data
+        solution, _ = refill_flow(
+            nets, x, y, weights=weights, data_index=index, num_slots=self.num_slots,
+            **self.flow_kwargs,
+        )  # fmt: skip
+        return solution
 
 
 def check_schedule(schedule, num_slots) -> None:

@@ -1,5 +1,6 @@
 from collections.abc import Callable, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,22 +99,9 @@ def sweep(
     i_n, i_s, i_seed = (v.ravel() for v in np.indices((len(sizes), scales.size, num_seeds)))
     batch = dict(i_n=jnp.asarray(i_n), scale=jnp.asarray(scales[i_s], dtype), key=keys[i_seed])
 
-    def one(point):
-        net = init(point["key"], point["scale"])
-        i = point["i_n"]
-        return gradient_flow(net, xs[i], ys[i], weights=ws[i], **flow_kwargs)
-
-    def refill(points):
-        # Every grid point's net once, then the data set of each by its index.
-        nets = jax.vmap(init)(points["key"], points["scale"])
-        solution, _ = refill_flow(
-            nets, xs, ys, weights=ws, data_index=points["i_n"], num_slots=num_slots,
-            **flow_kwargs,
-        )  # fmt: skip
-        return solution
-
+    run = _SweepChunk(init, (xs, ys, ws), flow_kwargs, schedule=schedule, num_slots=num_slots)
     solution = _run_batches(
-        jax.vmap(one) if schedule == "chunks" else refill,
+        run,
         batch,
         chunk_size=default_chunk_size(schedule, chunk_size, num_slots),
         progress=progress,
@@ -128,3 +116,32 @@ def sweep(
     )
     grid = dict(n=np.asarray(sizes), scale=scales, seed=np.arange(num_seeds))
     return to_dataset(solution, grid)
+
+
+class _SweepChunk(eqx.Module):
+    """`sweep` on one chunk of grid points `{i_n, scale, key}`; a module rather than a
+    closure so that repeated sweeps of the same structure reuse one compilation."""
+
+    init: Callable = eqx.field(static=True)
+    data: tuple  # (xs, ys, ws): one padded data set per size
+    flow_kwargs: dict
+    schedule: Schedule = eqx.field(static=True)
+    num_slots: int = eqx.field(static=True)
+
+    def __call__(self, points):
+        xs, ys, ws = self.data
+        if self.schedule == "chunks":
+
+            def one(point):
+                net = self.init(point["key"], point["scale"])
+                i = point["i_n"]
+                return gradient_flow(net, xs[i], ys[i], weights=ws[i], **self.flow_kwargs)
+
+            return jax.vmap(one)(points)
+        # Every grid point's net once, then the data set of each by its index.
+        nets = jax.vmap(self.init)(points["key"], points["scale"])
+        solution, _ = refill_flow(
+            nets, xs, ys, weights=ws, data_index=points["i_n"], num_slots=self.num_slots,
+            **self.flow_kwargs,
+        )  # fmt: skip
+        return solution

@@ -122,3 +122,23 @@ def test_nan_seed_fails_fast_under_vmap(getkey, w1_data):
     )(ys)
     np.testing.assert_array_equal(sol.status, [gf.Status.SUCCESS, gf.Status.NONFINITE])
     assert int(sol.num_steps[1]) < 50
+
+
+@pytest.mark.parametrize("schedule", ["refill", "chunks"])
+def test_repeated_calls_compile_once(getkey, w1_data, schedule):
+    # The chunk function is a module, not a closure over the data: a second ensemble
+    # of the same structure (other nets, other data values) must not be traced again.
+    # The observable runs once per trace (and never at run time), so it counts traces.
+    x, y = w1_data
+    traces = []
+
+    def norm(net):
+        traces.append(1)
+        return gf.parameter_norm(net)
+
+    kwargs = dict(t1=5.0, schedule=schedule, progress=False, observables={"norm": norm})
+    gf.flow_ensemble(_nets(getkey(), 3), x, y, **kwargs)
+    first = len(traces)
+    assert first > 0
+    gf.flow_ensemble(_nets(getkey(), 3), x, 2.0 * y, **kwargs)
+    assert len(traces) == first
