@@ -432,12 +432,16 @@ def summary_text(summary: dict) -> str:
     """The headline numbers in a few lines."""
     shift, basin = summary["time_shift"], summary["basin"]
     c, a = basin["imbalance_ratio"], basin["growing_mode_ratio"]
+    bands = "; ".join(
+        f"{band.replace('_', ' ')}: {counts}"
+        for band, counts in basin["paper_bands_class_counts"].items()
+    )
     lines = [
         f"single-neuron recovery ({summary['paper']}){' [quick]' if summary['quick'] else ''}",
         f"runs: {summary['runs']} ({summary['failed_runs']} failed); wall time "
         f"{summary['wall_seconds']:.0f} s (flows {summary['run_seconds']:.0f} s"
         + (
-            f"; finished chunks loaded from {summary['checkpoint_dir']})"
+            f"; chunks checkpointed in {summary['checkpoint_dir']})"
             if summary.get("checkpoint_dir")
             else ")"
         ),
@@ -449,8 +453,10 @@ def summary_text(summary: dict) -> str:
         f"time shift: slope {shift['slope']:.4f} per log(1/ε), i.e. rate "
         f"{shift['measured_rate']:.4f} vs linearised growth rate {shift['growth_rate']:.4f} "
         f"({shift['relative_difference']:.1e} relative)",
-        f"basin boundaries along |C1/C2|: {c['upper']:.3g} (Q^{c['upper_class']} above) / "
-        f"{c['lower']:.3g} (Q^{c['lower_class']} below); paper 1.35 / 0.74",
+        f"basin along |C1/C2|: a single class only above {c['upper']:.3g} ({c['upper_count']} "
+        f"runs, class {c['upper_class']}) and below {c['lower']:.3g} ({c['lower_count']} runs, "
+        f"class {c['lower_class']}), {c['between']} runs between; the paper's bands (boundaries "
+        f"1.35 / 0.74) hold classes {bands}",
         f"basin boundaries along |α1/α2|: {a['upper']:.3g} (class {a['upper_class']} above, "
         f"{a['upper_count']} runs) / {a['lower']:.3g} (class {a['lower_class']} below, "
         f"{a['lower_count']} runs), {a['between']} between",
