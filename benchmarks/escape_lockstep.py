@@ -38,6 +38,7 @@ from w1 import (
 )
 
 import gradflow as gf
+from gradflow._problem import default_solver
 from gradflow._refill import efficiency as refill_efficiency, refill_flow
 
 
@@ -74,7 +75,11 @@ def escape(num_seeds, subset):
         err = relative_errors(theta, ref)
         assert err.max() < 1e-8, f"gradflow error {err.max():.1e} at scale {scale}"
         rows.append((scale, float(np.mean(sol.num_evaluations)), float(err.max())))
-    print("\n## Escape phase: W1 to t1=200, defaults (Tsit5, ScaleFree, rtol 1e-10)\n")
+    solver = type(default_solver(jax.tree_util.tree_map(lambda v: v[0], nets))).__name__
+    print(
+        f"\n## Escape phase: W1 to t1=200, defaults ({solver}, ScaleFree, linear escape, "
+        "rtol 1e-10)\n"
+    )
     print("| init scale | mean evaluations / seed | × at 1e-2 | max rel. error vs DOP853 |")
     print("|---|---|---|---|")
     for scale, evals, err in rows:
