@@ -13,8 +13,8 @@ method):
 
 1. `gradient_flow` with Tsit5 (the default for large nets), capped at `--tsit5-max-steps`;
 2. `gradient_flow(..., solver=gf.Rodas5P())`, gradflow's default for nets this small;
-3. a two-phase run: Tsit5 until ‖∇L‖ ≤ τ‖θ‖ (gradflow's `stationarity_tol`), then Rodas5P
-   from there to t1 — the "automatic switch" measured, not a gradflow feature;
+3. `gradient_flow(..., solver=gf.TwoPhase())`: Tsit5 until ‖∇L‖ ≤ τ‖θ‖, then Rodas5P
+   from there to t1;
 
 and compares θ(t1) with a reference on the first `--subset` seeds. Up to t1 = `REF_END`
 = 1e4 it is independent: `solve_ivp` DOP853 (rtol 1e-13, atol 1e-14·ε) through the
@@ -137,26 +137,19 @@ def flow_method(x, y, *, solver, coordinates=None, max_steps, rtol=RTOL):
 
 
 def switched_method(x, y, *, tau, max_steps):
-    """Tsit5 until ‖∇L‖ ≤ τ‖θ‖, then Rodas5P for the rest of [0, t1]. The flow is
-    autonomous, so the second phase starts at time 0 with t1 − t_switch to go."""
+    """`gf.TwoPhase`: Tsit5 until ‖∇L‖ ≤ τ‖θ‖, then Rodas5P for the rest of [0, t1]."""
 
     def run(net, t1):
-        common = dict(reduction="sum", rtol=RTOL, max_steps=max_steps)
-        first = gf.gradient_flow(
-            net, x, y, t1=t1, solver=dfx.Tsit5(), stationarity_tol=tau, **common
-        )
-        rest = gf.gradient_flow(
-            first.net, x, y, t1=t1 - first.t_stop, solver=gf.Rodas5P(), **common
-        )
-        status = jnp.where(first.status != gf.Status.SUCCESS, first.status, rest.status)
+        sol = gf.gradient_flow(
+            net, x, y, t1=t1, reduction="sum", rtol=RTOL, max_steps=max_steps,
+            solver=gf.TwoPhase(switch_tol=tau),
+        )  # fmt: skip
         return dict(
-            net=rest.net,
-            status=status,
-            steps=first.num_steps + rest.num_steps,
-            evaluations=first.num_evaluations + rest.num_evaluations,
-            jacobians=rest.num_steps,
-            t_switch=first.t_stop,
-            first_steps=first.num_steps,
+            net=sol.net,
+            status=sol.status,
+            steps=sol.num_steps,
+            evaluations=sol.num_evaluations,
+            jacobians=jnp.zeros_like(sol.num_steps),
         )
 
     return eqx.filter_jit(jax.vmap(run, in_axes=(0, None)))
@@ -200,7 +193,7 @@ def main(*, num_seeds, subset, check, repeats, tsit5_max_steps, seed):
     methods = {
         "Tsit5 (ScaleFree)": flow_method(x, y, solver=dfx.Tsit5(), max_steps=tsit5_max_steps),
         "Rodas5P (ScaleFree)": flow_method(x, y, solver=gf.Rodas5P(), max_steps=100_000),
-        f"Tsit5 → Rodas5P at ‖∇L‖≤{SWITCH_TAU:g}‖θ‖": switched_method(
+        f"TwoPhase (Tsit5 → Rodas5P at ‖∇L‖≤{SWITCH_TAU:g}‖θ‖)": switched_method(
             x, y, tau=SWITCH_TAU, max_steps=100_000
         ),
     }
@@ -231,7 +224,7 @@ def main(*, num_seeds, subset, check, repeats, tsit5_max_steps, seed):
         f"the flow still moves after t = {REF_END:g}: ‖θ(1e8) − θ(1e4)‖/‖θ‖ up to {moved.max():.1e}"
     )
 
-    rows, extra = [], {}
+    rows = []
     for name, method in methods.items():
         print(f"{name}: compiling ...", flush=True)
         start = time.perf_counter()
@@ -265,13 +258,11 @@ def main(*, num_seeds, subset, check, repeats, tsit5_max_steps, seed):
                     compile=compile_time,
                 )
             )
-            if "t_switch" in out:
-                extra[t1] = (out["t_switch"], out["first_steps"])
 
     print()
     print(format_table(rows, num_seeds, subset))
     print()
-    summarise(rows, extra, num_seeds, tsit5_max_steps)
+    summarise(rows, num_seeds, tsit5_max_steps)
     print(f"load average at end: {load_average()}")
 
 
@@ -299,9 +290,7 @@ def format_table(rows, num_seeds, subset) -> str:
     return "\n".join(lines)
 
 
-def summarise(rows, extra, num_seeds, tsit5_max_steps) -> None:
-    by = {(row["name"], row["t1"]): row for row in rows}
-    name = "Rodas5P (ScaleFree)"
+def target_line(by, name, num_seeds) -> None:
     early, late = by[(name, T1S[0])], by[(name, T1S[-1])]
     per_seed = late["steps"] / early["steps"]
     ratio_of_means = late["steps"].mean() / early["steps"].mean()
@@ -321,18 +310,19 @@ def summarise(rows, extra, num_seeds, tsit5_max_steps) -> None:
         f"{'met' if met else 'NOT met'} (max error at t1={T1S[-1]:g}: "
         f"{late['errors'].max():.1e})"
     )
+
+
+def summarise(rows, num_seeds, tsit5_max_steps) -> None:
+    by = {(row["name"], row["t1"]): row for row in rows}
+    for name in sorted({row["name"] for row in rows} - {"Tsit5 (ScaleFree)"}):
+        target_line(by, name, num_seeds)
+    late = by[("Rodas5P (ScaleFree)", T1S[-1])]
     tsit5 = by[("Tsit5 (ScaleFree)", T1S[0])]
     print(
         f"Rodas5P steps to t1={T1S[-1]:g} / Tsit5 steps to t1={T1S[0]:g}: "
         f"{late['steps'].mean() / tsit5['steps'].mean():.2f} (means)"
     )
     print(f"Tsit5 runs capped at max_steps={tsit5_max_steps} (status 1 = MAX_STEPS_REACHED).")
-    for t1, (t_switch, first_steps) in extra.items():
-        if t1 == T1S[-1]:
-            print(
-                f"two-phase run: switch at t = {np.min(t_switch):.1f} … {np.max(t_switch):.1f} "
-                f"after {first_steps.mean():.0f} (max {first_steps.max()}) Tsit5 steps"
-            )
     print(
         "Under vmap a batch runs until its slowest seed finishes: wall time follows max "
         "steps. f evals: gradflow's `num_evaluations` (Rodas5P: 8 "

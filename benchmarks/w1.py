@@ -142,47 +142,22 @@ def best_time(fn, *args, repeats: int) -> float:
 GRADFLOW_RUNS = (
     ("gradflow defaults", None, None),
     ("gradflow Tsit5", diffrax.Tsit5(), None),
+    ("gradflow Rodas5P", gf.Rodas5P(), None),
     ("gradflow Rodas5P", gf.Rodas5P(), 1e-8),
     ("gradflow Rodas5P", gf.Rodas5P(), 1e-6),
-    ("gradflow two-phase", "two-phase", None),
-    ("gradflow two-phase", "two-phase", 1e-8),
+    ("gradflow", gf.TwoPhase(), 1e-8),
+    ("gradflow", gf.TwoPhase(), 1e-6),
 )
-# The two-phase run (not a gradflow option yet): Tsit5 until ‖∇L‖ ≤ τ‖θ‖, then Rodas5P
-# to t1 from there. τ = 1e-2 was the fastest of 1e-1, 1e-2, 1e-3 in `late_phase.py`.
-SWITCH_TAU = 1e-2
-
-
-def two_phase(net, x, y, **kwargs):
-    first = gf.gradient_flow(
-        net, x, y, t1=T1, reduction="sum", solver=diffrax.Tsit5(), stationarity_tol=SWITCH_TAU,
-        **kwargs,
-    )  # fmt: skip
-    rest = gf.gradient_flow(
-        first.net, x, y, t1=T1 - first.t_stop, reduction="sum", solver=gf.Rodas5P(), **kwargs
-    )
-    failed = first.status != gf.Status.SUCCESS
-    return eqx.tree_at(
-        lambda s: (s.status, s.num_steps, s.num_evaluations),
-        rest,
-        (
-            jnp.where(failed, first.status, rest.status),
-            first.num_steps + rest.num_steps,
-            first.num_evaluations + rest.num_evaluations,
-        ),
-    )
 
 
 def run_gradflow(nets, x, y, *, rtol, repeats, solver=None):
     """Compiles, runs once (the result is returned for checking), then times."""
     kwargs = {} if rtol is None else {"rtol": rtol}
-    if solver == "two-phase":
-        flow = eqx.filter_jit(jax.vmap(lambda net: two_phase(net, x, y, **kwargs)))
-    else:
-        if solver is not None:
-            kwargs["solver"] = solver
-        flow = eqx.filter_jit(
-            jax.vmap(lambda net: gf.gradient_flow(net, x, y, t1=T1, reduction="sum", **kwargs))
-        )
+    if solver is not None:
+        kwargs["solver"] = solver
+    flow = eqx.filter_jit(
+        jax.vmap(lambda net: gf.gradient_flow(net, x, y, t1=T1, reduction="sum", **kwargs))
+    )
     start = time.perf_counter()
     compiled = flow.lower(nets).compile()
     compile_time = time.perf_counter() - start
@@ -368,8 +343,8 @@ def main(*, seed: int, num_seeds: int, subset: int, repeats: int, rtol: float | 
         run_rtol = rtol if (run_rtol is None and rtol is not None) else run_rtol
         rtol_used = gf.gradient_flow.__kwdefaults__["rtol"] if run_rtol is None else run_rtol
         kind = (
-            f"Tsit5 → Rodas5P at ‖∇L‖≤{SWITCH_TAU:g}‖θ‖"
-            if solver == "two-phase"
+            f"TwoPhase: Tsit5 → Rodas5P at ‖∇L‖≤{solver.switch_tol:g}‖θ‖"
+            if isinstance(solver, gf.TwoPhase)
             else type(solver or default_solver(first_net)).__name__
         )
         name = f"{label} ({kind}, rtol={rtol_used:g})"

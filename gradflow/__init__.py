@@ -51,6 +51,7 @@ from ._solver import (  # noqa: E402
     AbstractRosenbrock as AbstractRosenbrock,
     Rodas4 as Rodas4,
     Rodas5P as Rodas5P,
+    TwoPhase as TwoPhase,
 )
 from ._status import (  # noqa: E402
     Status as Status,

@@ -245,7 +245,7 @@ def flow_ensemble(
         check_finite(name, value)
     check_init_scale(nets)
     check_schedule(schedule, num_slots)
-    if flow_kwargs.get("kinks", "exact") == "exact" and not first.activation.is_smooth:
+    if needs_lockstep(first, flow_kwargs):
         schedule = "chunks"
     data = (x, y, None if weights is None else jnp.asarray(weights))
 
@@ -299,6 +299,13 @@ class _EnsembleChunk(eqx.Module):
             **self.flow_kwargs,
         )  # fmt: skip
         return solution
+
+
+def needs_lockstep(net: TwoLayerNet, flow_kwargs: dict) -> bool:
+    """Whether `gradient_flow` with these options is more than an ODE solver stepping a
+    smooth field, which the refilling loop cannot run: the exact flow of an activation
+    with kinks, event-driven per seed."""
+    return flow_kwargs.get("kinks", "exact") == "exact" and not net.activation.is_smooth
 
 
 def check_schedule(schedule, num_slots) -> None:

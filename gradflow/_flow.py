@@ -13,6 +13,7 @@ from ._network import TwoLayerNet
 from ._piecewise import piecewise_flow
 from ._problem import finish, flow_options, FlowProblem, linear_escape, start, stop_rules
 from ._solution import Solution
+from ._solver import TwoPhase
 
 
 Observables = Mapping[str, Callable[[TwoLayerNet], PyTree[Array]]]
@@ -56,15 +57,17 @@ def gradient_flow(
     - `rtol`: local error per step relative to $\\|\\theta\\|$ (see `ScaleFree`). The
       default 1e-10 reaches ~1e-9 global relative error on the reference problems
       of the test-suite at every init scale from 1e-2 to 1e-20.
-    - `solver`: any adaptive Diffrax solver, or `gradflow.Rodas5P()`. Default: `Rodas5P`
-      for nets of at most 32 parameters, `diffrax.Tsit5()` for larger ones (and for the
-      exact flow with kinks). The late phase of a flow is stiff: once the data are
-      fitted, the Hessian's large eigenvalues cap an explicit method's step while the
-      remaining motion is slow. Rodas5P (L-stable, exact Jacobian) reaches $t = 10^8$
-      on workload W1 in 1.45x the steps it needs to $t = 400$; Tsit5 needs 19x more
-      to $t = 10^4$ and exhausts 50,000 steps before $10^6$. Its dense $P \times P$
-      factorisation per step is what limits it to small nets
-      (`benchmarks/RESULTS.md`).
+    - `solver`: any adaptive Diffrax solver, `gradflow.Rodas5P()`, or `gradflow.TwoPhase()`
+      (explicit until the flow turns stiff, implicit after). Default: `TwoPhase()`
+      (Tsit5, then Rodas5P) for nets of at most 32 parameters, `diffrax.Tsit5()` for
+      larger ones (and between the events of the exact flow with kinks). The late
+      phase of a flow is stiff: once the data are fitted, the Hessian's large
+      eigenvalues cap an explicit method's step while the remaining motion is slow.
+      On workload W1 the L-stable Rodas5P reaches $t = 10^8$ in 1.45x the steps it
+      needs to $t = 400$ (`TwoPhase` 1.48x, at Tsit5's cost per step before the
+      switch); Tsit5 needs 19x more to $t = 10^4$ and exhausts 50,000 steps before
+      $10^6$. The dense $P \\times P$ factorisation per Rodas5P step is what limits
+      the default to small nets (`benchmarks/RESULTS.md`).
     - `coordinates`: `ScaleFree()` (default) or `Cartesian(atol=...)`.
     - `loss_tol`: stop once the loss is below this.
     - `stationarity_tol`: stop once $\\|\\nabla L(\\theta)\\| \\le$ `stationarity_tol`
@@ -124,7 +127,7 @@ def gradient_flow(
             weights=weights,
             reduction=reduction,
             rtol=rtol,
-            solver=dfx.Tsit5() if solver is None else solver,
+            solver=piecewise_solver(solver),
             observables=observables,
             max_steps=max_steps,
             dtmin=dtmin,
@@ -158,30 +161,70 @@ def _gradient_flow(
     escape = linear_escape(problem, escape_order, rtol, t1)
     t0, y0, time_unit = start(problem, escape, t1)
     rules = stop_rules(problem, loss_tol, stationarity_tol)
-    event = dfx.Event({name: _condition(rule) for name, rule in rules.items()}) if rules else None
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(problem.field),
-        solver,
-        t0=t0,
-        t1=t1,
-        dt0=0.01 * time_unit,
-        y0=y0,
-        # Save times inside the jumped phase are filled in from the closed form by `finish`.
-        saveat=dfx.SaveAt(
-            subs=[
-                dfx.SubSaveAt(t1=True),
-                dfx.SubSaveAt(
-                    ts=jnp.maximum(ts, t0),
-                    fn=lambda t, state, args: problem.observe(problem.to_params(state)),
-                ),
-            ]
-        ),
-        stepsize_controller=coordinates.controller(rtol, dtmin * time_unit),
-        event=event,
-        max_steps=max_steps,
-        throw=False,
-    )
-    final, saved = sol.ys
+    controller = coordinates.controller(rtol, dtmin * time_unit)
+
+    def solve(solver, t_start, y_start, dt0, rules):
+        event = dfx.Event({name: _condition(rule) for name, rule in rules.items()})
+        sol = dfx.diffeqsolve(
+            dfx.ODETerm(problem.field),
+            solver,
+            t0=t_start,
+            t1=t1,
+            dt0=dt0,
+            y0=y_start,
+            # Save times before the start (inside the jumped phase, or before the switch of
+            # a `TwoPhase` run) are filled in from elsewhere.
+            saveat=dfx.SaveAt(
+                subs=[
+                    dfx.SubSaveAt(t1=True),
+                    dfx.SubSaveAt(
+                        ts=jnp.maximum(ts, t_start),
+                        fn=lambda t, state, args: problem.observe(problem.to_params(state)),
+                    ),
+                ]
+            ),
+            stepsize_controller=controller,
+            event=event if rules else None,
+            max_steps=max_steps,
+            throw=False,
+        )
+        (final, saved), stats = sol.ys, sol.stats
+        end = jax.tree_util.tree_map(lambda leaf: leaf[-1], final)
+        steps = {name: stats[name] for name in _STEP_COUNTS}
+        return end, sol.ts[0][-1], saved, sol.result, sol.event_mask or {}, steps
+
+    dt0 = 0.01 * time_unit
+    if not isinstance(solver, TwoPhase):
+        y_end, t_stop, saved, result, mask, steps = solve(solver, t0, y0, dt0, rules)
+        implicit_steps = None
+    else:
+        switch = stop_rules(problem, None, solver.switch_tol)["stationary"]
+        y_1, t_1, saved_1, result_1, mask_1, steps_1 = solve(
+            solver.explicit, t0, y0, dt0, rules | {"switch": switch}
+        )
+        stopped = jnp.any(jnp.stack([mask_1[name] for name in rules] + [jnp.asarray(False)]))
+        switched = (result_1 == dfx.RESULTS.event_occurred) & mask_1["switch"] & ~stopped
+        # The implicit phase from the switch, with the explicit phase's mean step to start;
+        # a run that did not switch enters it at t1 and takes no step there.
+        accepted = jnp.maximum(steps_1["num_accepted_steps"], 1).astype(t_1.dtype)
+        mean_step = (t_1 - t0) / accepted
+        y_2, t_2, saved_2, result_2, mask_2, steps_2 = solve(
+            solver.implicit, jnp.where(switched, t_1, t1), y_1, mean_step, rules
+        )
+        pick = lambda a, b: jax.tree_util.tree_map(  # noqa: E731
+            lambda u, v: jnp.where(switched, u, v), a, b
+        )
+        y_end, t_stop = pick((y_2, t_2), (y_1, t_1))
+        result = dfx.RESULTS.where(switched, result_2, result_1)
+        mask = {name: pick(mask_2[name], mask_1[name]) for name in rules}
+        late = ts > jnp.where(switched, t_1, jnp.inf)
+        saved = jax.tree_util.tree_map(
+            lambda a, b: jnp.where(late.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
+            saved_2,
+            saved_1,
+        )
+        implicit_steps = jnp.where(switched, steps_2["num_steps"], 0)
+        steps = {name: steps_1[name] + jnp.where(switched, steps_2[name], 0) for name in steps_1}
     return finish(
         problem,
         escape,
@@ -189,14 +232,23 @@ def _gradient_flow(
         ts,
         saved,
         t0=t0,
-        y=jax.tree_util.tree_map(lambda leaf: leaf[-1], final),
-        t_stop=sol.ts[0][-1],
-        result=sol.result,
-        event_mask=sol.event_mask or {},
-        num_steps=sol.stats["num_steps"],
-        num_accepted_steps=sol.stats["num_accepted_steps"],
-        num_rejected_steps=sol.stats["num_rejected_steps"],
+        y=y_end,
+        t_stop=t_stop,
+        result=result,
+        event_mask=mask,
+        implicit_steps=implicit_steps,
+        **steps,
     )
+
+
+_STEP_COUNTS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
+
+
+def piecewise_solver(solver):
+    """The explicit solver that `piecewise_flow` steps between kinks with."""
+    if solver is None:
+        return dfx.Tsit5()
+    return solver.explicit if isinstance(solver, TwoPhase) else solver
 
 
 def _condition(rule):

@@ -17,7 +17,7 @@ from ._loss import Reduction, squared_loss
 from ._misc import all_concrete, check_positive, layer_sizes, ravel_net
 from ._network import TwoLayerNet
 from ._solution import assemble, observe, Solution
-from ._solver import Rodas5P
+from ._solver import TwoPhase
 from ._status import Status, StopReason
 from ._validate import check_problem, check_times
 
@@ -72,10 +72,11 @@ def flow_options(
                 )
     if solver is None:
         solver = default_solver(net)
-    elif not isinstance(solver, dfx.AbstractAdaptiveSolver):
+    elif not isinstance(solver, dfx.AbstractAdaptiveSolver | TwoPhase):
         raise TypeError(
             "`solver` must be an adaptive Diffrax solver such as `diffrax.Tsit5()` or "
-            f"`gradflow.Rodas5P()`, or None for the default; got {type(solver).__name__}."
+            "`gradflow.Rodas5P()`, a `gradflow.TwoPhase`, or None for the default; got "
+            f"{type(solver).__name__}."
         )
     if kinks not in ("exact", "smooth"):
         raise ValueError(f"`kinks` must be 'exact' or 'smooth', got {kinks!r}.")
@@ -233,10 +234,12 @@ def finish(
     num_steps,
     num_accepted_steps,
     num_rejected_steps,
+    implicit_steps=None,
 ) -> Solution:
     """The `Solution` from the solver's end: its state `y` at `t_stop`, its `result`,
-    the `event_mask` of its stop rules and its step counts, and `saved`, the `observe`
-    records at the save times `max(ts, t0)`."""
+    the `event_mask` of its stop rules and its step counts (of which `implicit_steps` in
+    the second phase of a `TwoPhase` solver), and `saved`, the `observe` records at the
+    save times `max(ts, t0)`."""
     if escape is not None:
         # Save times inside the jumped phase come from the closed form.
         early = jax.vmap(lambda t: problem.observe(escape.params(t)))(ts)
@@ -268,12 +271,22 @@ def finish(
             stop_reason = jnp.where(event & event_mask[name], reason, stop_reason)
     stop_reason = jnp.where(status == Status.SUCCESS, stop_reason, StopReason.FAILED)
 
-    counts = evaluations_per_step(solver)
     # +1: the evaluation that set `time_unit`; +1 more for the escape's defect probe.
     setup = 1 + (escape is not None)
-    num_evaluations = (
-        jnp.asarray(-1) if counts is None else counts[0] * num_steps + counts[1] + setup
-    )
+    if isinstance(solver, TwoPhase):
+        first, second = (evaluations_per_step(s) for s in (solver.explicit, solver.implicit))
+        explicit_steps = num_steps - implicit_steps
+        num_evaluations = (
+            jnp.asarray(-1)
+            if first is None or second is None
+            else first[0] * explicit_steps + first[1] + setup
+            + second[0] * implicit_steps + jnp.where(implicit_steps > 0, second[1], 0)
+        )  # fmt: skip
+    else:
+        counts = evaluations_per_step(solver)
+        num_evaluations = (
+            jnp.asarray(-1) if counts is None else counts[0] * num_steps + counts[1] + setup
+        )
     return assemble(
         problem.unravel,
         theta_end,
@@ -294,19 +307,22 @@ def _per_save(mask: Bool[Array, " T"], value: Array) -> Bool[Array, "T ..."]:
     return mask.reshape((-1,) + (1,) * (value.ndim - 1))
 
 
-# Measured on W1-like problems (`benchmarks/late_phase.py`, `benchmarks/RESULTS.md`): with
-# P = 6 parameters Rodas5P takes 1.5x Tsit5's time to t = 200 but 13x less to t = 1e4, and
-# is the only one of the two that reaches t = 1e8; with P = 24 it is 2.4x slower to t = 400
-# and 4.5x faster to t = 1e4. Past a few dozen parameters the dense P x P factorisation per
-# step (batched LU on XLA:CPU) costs more than the stiff late phase saves.
+# Measured on W1-like problems (`benchmarks/late_phase.py`, `benchmarks/w1.py`,
+# `benchmarks/RESULTS.md`): with P = 6 parameters Rodas5P takes 1.5-2x Tsit5's time to
+# t = 200 but 13x less to t = 1e4, and is the only one of the two that reaches t = 1e8;
+# `TwoPhase` (Tsit5, then Rodas5P once the flow turns stiff) keeps Rodas5P's step counts
+# and accuracy at Tsit5's cost on the early phase. With P = 24 Rodas5P is 2.4x slower to
+# t = 400 and 4.5x faster to t = 1e4. Past a few dozen parameters the dense P x P
+# factorisation per step (batched LU on XLA:CPU) costs more than the stiff phase saves.
 ROSENBROCK_MAX_PARAMS = 32
 
 
-def default_solver(net: TwoLayerNet) -> dfx.AbstractAdaptiveSolver:
-    """The solver of `solver=None`: `Rodas5P` (L-stable, exact Jacobian) for nets with at
-    most `ROSENBROCK_MAX_PARAMS` parameters, whose late phase it crosses in a few hundred
-    steps however long the horizon; `Tsit5` for larger ones."""
-    return Rodas5P() if sum(layer_sizes(net)) <= ROSENBROCK_MAX_PARAMS else dfx.Tsit5()
+def default_solver(net: TwoLayerNet) -> dfx.AbstractAdaptiveSolver | TwoPhase:
+    """The solver of `solver=None`: `TwoPhase()` (Tsit5 through the escape and the fit,
+    then the L-stable Rodas5P, which crosses the stiff late phase in a few hundred steps
+    however long the horizon) for nets with at most `ROSENBROCK_MAX_PARAMS` parameters;
+    `Tsit5` for larger ones."""
+    return TwoPhase() if sum(layer_sizes(net)) <= ROSENBROCK_MAX_PARAMS else dfx.Tsit5()
 
 
 def evaluations_per_step(solver) -> tuple[int, int] | None:

@@ -29,6 +29,7 @@ from ._loss import Reduction
 from ._network import TwoLayerNet
 from ._problem import finish, flow_options, FlowProblem, is_okay, linear_escape, start, stop_rules
 from ._solution import Solution
+from ._solver import TwoPhase
 
 
 class RefillStats(eqx.Module):
@@ -210,16 +211,24 @@ def _refill_flow(
 
     # The seed's input is the ODE's `args`: one term serves every slot.
     term = dfx.ODETerm(lambda t, state, inp: problem_of(inp).field(t, state, None))
-    error_order = solver.error_order(term)
+    # A `TwoPhase` solver: a first queue of every seed with the explicit solver and the
+    # switch as one more stop rule, then a second queue of the seeds that switched, with
+    # the implicit solver from where they stopped (as `_gradient_flow` runs two solves).
+    two_phase = isinstance(solver, TwoPhase)
+    first_solver = solver.explicit if two_phase else solver
 
     def record(inp, state):
         problem = problem_of(inp)
         return problem.observe(problem.to_params(state))
 
-    def first_event(inp, state) -> tuple[dict[str, Bool[Array, ""]], Bool[Array, ""]]:
-        """The stop rules at `state` as Diffrax's event mask: only the first rule that
-        holds, in the order of the dict's leaves; and whether any holds."""
-        rules = stop_rules(problem_of(inp), loss_tol, stationarity_tol)
+    def first_event(inp, state, switch) -> tuple[dict[str, Bool[Array, ""]], Bool[Array, ""]]:
+        """The stop rules at `state` (with `switch`, also a `TwoPhase` solver's switch)
+        as Diffrax's event mask: only the first rule that holds, in the order of the
+        dict's leaves; and whether any holds."""
+        problem = problem_of(inp)
+        rules = stop_rules(problem, loss_tol, stationarity_tol)
+        if switch:
+            rules["switch"] = stop_rules(problem, None, solver.switch_tol)["stationary"]
         mask, happened = {}, jnp.asarray(False)
         for name in sorted(rules):
             holds = rules[name](state)
@@ -227,25 +236,23 @@ def _refill_flow(
             happened = happened | holds
         return mask, happened
 
-    def initial_run(inp) -> _Run:
-        """A seed's initial solver state, as `_gradient_flow` and `diffeqsolve` set it up."""
-        problem = problem_of(inp)
-        escape = linear_escape(problem, escape_order, rtol, t1)
-        t0, y0, time_unit = start(problem, escape, t1)
-        controller = coordinates.controller(rtol, dtmin * time_unit)
+    def new_run(inp, solver, *, t0, t_start, y0, dt0, dtmin, switch) -> _Run:
+        """A solver state at `t_start`, as `diffeqsolve` sets it up; `t0` is where the
+        seed's first solve started (after the linear escape)."""
+        controller = coordinates.controller(rtol, dtmin)
         tnext, controller_state = controller.init(
-            term, t0, t1, y0, 0.01 * time_unit, inp, solver.func, error_order
+            term, t_start, t1, y0, dt0, inp, solver.func, solver.error_order(term)
         )
         tnext = jnp.minimum(tnext, t1)
-        mask, happened = first_event(inp, y0)
+        mask, happened = first_event(inp, y0, switch)
         zero = jnp.zeros((), jnp.int32)
         return _Run(
             y=y0,
             t0=t0,
-            tprev=t0,
+            tprev=t_start,
             tnext=tnext,
-            dtmin=dtmin * time_unit,
-            solver_state=solver.init(term, t0, tnext, y0, inp),
+            dtmin=dtmin,
+            solver_state=solver.init(term, t_start, tnext, y0, inp),
             controller_state=jax.tree_util.tree_map(jnp.asarray, controller_state),
             result=dfx.RESULTS.where(happened, dfx.RESULTS.event_occurred, dfx.RESULTS.successful),
             event_mask=mask,
@@ -254,6 +261,16 @@ def _refill_flow(
             num_rejected_steps=zero,
             save_index=zero,
         )
+
+    def initial_run(inp) -> _Run:
+        """A seed's initial solver state, as `_gradient_flow` sets it up."""
+        problem = problem_of(inp)
+        escape = linear_escape(problem, escape_order, rtol, t1)
+        t0, y0, time_unit = start(problem, escape, t1)
+        return new_run(
+            inp, first_solver, t0=t0, t_start=t0, y0=y0, dt0=0.01 * time_unit,
+            dtmin=dtmin * time_unit, switch=two_phase,
+        )  # fmt: skip
 
     t1_clip_floor = t1
     for _ in range(100):  # as `diffeqsolve`: a step ending this close to t1 ends at t1
@@ -264,91 +281,158 @@ def _refill_flow(
             (run.tprev < t1) & (run.result == dfx.RESULTS.successful) & (run.num_steps < max_steps)
         )
 
-    def advance(inp, run: _Run):
-        """One iteration of `diffeqsolve`'s loop for one seed; a seed that is not
-        running keeps its state. Also returns what saving needs from the step."""
-        y1, y_error, dense, solver_state, solver_result = solver.step(
-            term, run.tprev, run.tnext, run.y, inp, run.solver_state, False
-        )
-        y_error = jax.tree_util.tree_map(lambda v: jnp.where(jnp.isnan(v), jnp.inf, v), y_error)
-        controller = coordinates.controller(rtol, run.dtmin)
-        keep, tprev, tnext, _, controller_state, controller_result = controller.adapt_step_size(
-            run.tprev, run.tnext, run.y, y1, inp, y_error, error_order, run.controller_state
-        )
-        tprev = jnp.minimum(tprev, t1)
-        clipped = jnp.where(keep, t1, tprev + 0.5 * (t1 - tprev))
-        tnext = jnp.where(tnext > t1_clip_floor, clipped, tnext)
-        y = _select(keep, y1, run.y)
-        solver_result = dfx.RESULTS.where(keep, solver_result, dfx.RESULTS.successful)
-        result = dfx.RESULTS.where(is_okay(run.result), solver_result, run.result)
-        result = dfx.RESULTS.where(is_okay(result), controller_result, result)
-        mask, happened = first_event(inp, y)
-        result = dfx.RESULTS.where(happened, dfx.RESULTS.event_occurred, result)
-        new = _Run(
-            y=y,
-            t0=run.t0,
-            tprev=tprev,
-            tnext=tnext,
-            dtmin=run.dtmin,
-            solver_state=_select(keep, solver_state, run.solver_state),
-            controller_state=controller_state,
-            result=result,
-            event_mask=mask,
-            num_steps=run.num_steps + 1,
-            num_accepted_steps=run.num_accepted_steps + keep.astype(jnp.int32),
-            num_rejected_steps=run.num_rejected_steps + (~keep).astype(jnp.int32),
-            save_index=run.save_index,
-        )
-        go = running(run)
-        return _select(go, new, run), (go & keep, run.tprev, run.tnext, dense)
+    def run_queue(phase_solver, switch, runs: _Run, order, count, saved):
+        """Runs the seeds `order[:count]` from their states in `runs` to their ends, with
+        `num_slots` in flight, each slot refilled from the queue as soon as its seed
+        ends; writes their saves into `saved`. **Returns:** `(runs, saved, iterations)`."""
+        error_order = phase_solver.error_order(term)
 
-    def save(inputs_in_slots, seeds, slots: _Run, step, saved):
-        """Records every save time inside each slot's accepted step, interpolating the
-        step's dense output, straight into the seed's row of `saved`."""
-        accepted, t_lo, t_hi, dense = step
-        last = num_saves - 1
-
-        def pending(index):
-            return accepted & (index <= last) & (ts[jnp.minimum(index, last)] <= t_hi)
-
-        def body(carry):
-            index, saved = carry
-            write = pending(index)
-            k = jnp.minimum(index, last)
-            t_save = jnp.maximum(ts[k], slots.t0)  # as `_gradient_flow`'s `max(ts, t0)`
-            y_save = jax.vmap(
-                lambda lo, hi, info, t: solver.interpolation_cls(t0=lo, t1=hi, **info).evaluate(t)
-            )(t_lo, t_hi, dense, t_save)
-            values = jax.vmap(record)(inputs_in_slots, y_save)
-            rows = jnp.where(write, seeds, num_seeds)
-            saved = jax.tree_util.tree_map(
-                lambda v, u: v.at[rows, k].set(u, mode="drop"), saved, values
+        def advance(inp, run: _Run):
+            """One iteration of `diffeqsolve`'s loop for one seed; a seed that is not
+            running keeps its state. Also returns what saving needs from the step."""
+            y1, y_error, dense, solver_state, solver_result = phase_solver.step(
+                term, run.tprev, run.tnext, run.y, inp, run.solver_state, False
             )
-            return index + write.astype(jnp.int32), saved
+            y_error = jax.tree_util.tree_map(lambda v: jnp.where(jnp.isnan(v), jnp.inf, v), y_error)
+            controller = coordinates.controller(rtol, run.dtmin)
+            keep, tprev, tnext, _, controller_state, controller_result = controller.adapt_step_size(
+                run.tprev, run.tnext, run.y, y1, inp, y_error, error_order, run.controller_state
+            )
+            tprev = jnp.minimum(tprev, t1)
+            clipped = jnp.where(keep, t1, tprev + 0.5 * (t1 - tprev))
+            tnext = jnp.where(tnext > t1_clip_floor, clipped, tnext)
+            y = _select(keep, y1, run.y)
+            solver_result = dfx.RESULTS.where(keep, solver_result, dfx.RESULTS.successful)
+            result = dfx.RESULTS.where(is_okay(run.result), solver_result, run.result)
+            result = dfx.RESULTS.where(is_okay(result), controller_result, result)
+            mask, happened = first_event(inp, y, switch)
+            result = dfx.RESULTS.where(happened, dfx.RESULTS.event_occurred, result)
+            new = _Run(
+                y=y,
+                t0=run.t0,
+                tprev=tprev,
+                tnext=tnext,
+                dtmin=run.dtmin,
+                solver_state=_select(keep, solver_state, run.solver_state),
+                controller_state=controller_state,
+                result=result,
+                event_mask=mask,
+                num_steps=run.num_steps + 1,
+                num_accepted_steps=run.num_accepted_steps + keep.astype(jnp.int32),
+                num_rejected_steps=run.num_rejected_steps + (~keep).astype(jnp.int32),
+                save_index=run.save_index,
+            )
+            go = running(run)
+            return _select(go, new, run), (go & keep, run.tprev, run.tnext, dense)
 
-        index, saved = jax.lax.while_loop(
-            lambda carry: jnp.any(pending(carry[0])), body, (slots.save_index, saved)
-        )
-        return eqx.tree_at(lambda r: r.save_index, slots, index), saved
+        def save(inputs_in_slots, seeds, slots: _Run, step, saved):
+            """Records every save time inside each slot's accepted step, interpolating the
+            step's dense output, straight into the seed's row of `saved`."""
+            accepted, t_lo, t_hi, dense = step
+            last = num_saves - 1
 
-    def body(c: _Loop) -> _Loop:
-        inputs_in_slots = _rows(inputs, jnp.minimum(c.seeds, num_seeds - 1))
-        slots, step = jax.vmap(advance)(inputs_in_slots, c.slots)
-        slots, saved = save(inputs_in_slots, c.seeds, slots, step, c.saved)
-        done = (c.seeds < num_seeds) & ~jax.vmap(running)(slots)
-        runs = _scatter(c.runs, jnp.where(done, c.seeds, num_seeds), slots)
-        # Refill: the finished slots take the next seeds of the queue, in order.
-        seeds = c.queued + jnp.cumsum(done) - 1
-        seeds = jnp.where(done, jnp.where(seeds < num_seeds, seeds, num_seeds), c.seeds)
-        slots = jax.vmap(_select)(done, _rows(runs, jnp.minimum(seeds, num_seeds - 1)), slots)
-        return _Loop(
-            seeds=seeds,
-            slots=slots,
-            runs=runs,
-            saved=saved,
-            queued=c.queued + jnp.sum(done),
-            iterations=c.iterations + 1,
+            def pending(index):
+                return accepted & (index <= last) & (ts[jnp.minimum(index, last)] <= t_hi)
+
+            def body(carry):
+                index, saved = carry
+                write = pending(index)
+                k = jnp.minimum(index, last)
+                t_save = jnp.maximum(ts[k], slots.t0)  # as `_gradient_flow`'s `max(ts, t0)`
+                y_save = jax.vmap(
+                    lambda lo, hi, info, t: phase_solver.interpolation_cls(
+                        t0=lo, t1=hi, **info
+                    ).evaluate(t)
+                )(t_lo, t_hi, dense, t_save)
+                values = jax.vmap(record)(inputs_in_slots, y_save)
+                rows = jnp.where(write, seeds, num_seeds)
+                saved = jax.tree_util.tree_map(
+                    lambda v, u: v.at[rows, k].set(u, mode="drop"), saved, values
+                )
+                return index + write.astype(jnp.int32), saved
+
+            index, saved = jax.lax.while_loop(
+                lambda carry: jnp.any(pending(carry[0])), body, (slots.save_index, saved)
+            )
+            return eqx.tree_at(lambda r: r.save_index, slots, index), saved
+
+        def body(c: _Loop) -> _Loop:
+            inputs_in_slots = _rows(inputs, jnp.minimum(c.seeds, num_seeds - 1))
+            slots, step = jax.vmap(advance)(inputs_in_slots, c.slots)
+            slots, saved = save(inputs_in_slots, c.seeds, slots, step, c.saved)
+            done = (c.seeds < num_seeds) & ~jax.vmap(running)(slots)
+            runs = _scatter(c.runs, jnp.where(done, c.seeds, num_seeds), slots)
+            # Refill: the finished slots take the next seeds of the queue, in order.
+            position = c.queued + jnp.cumsum(done) - 1
+            following = jnp.where(
+                position < count, order[jnp.minimum(position, num_seeds - 1)], num_seeds
+            )
+            seeds = jnp.where(done, following, c.seeds)
+            slots = jax.vmap(_select)(done, _rows(runs, jnp.minimum(seeds, num_seeds - 1)), slots)
+            return _Loop(
+                seeds=seeds,
+                slots=slots,
+                runs=runs,
+                saved=saved,
+                queued=c.queued + jnp.sum(done),
+                iterations=c.iterations + 1,
+            )
+
+        first = jnp.arange(num_slots)
+        seeds = jnp.where(first < count, order[jnp.minimum(first, num_seeds - 1)], num_seeds)
+        loop = jax.lax.while_loop(
+            lambda c: jnp.any(c.seeds < num_seeds),
+            body,
+            _Loop(
+                seeds=seeds,
+                slots=_rows(runs, jnp.minimum(seeds, num_seeds - 1)),
+                runs=runs,
+                saved=saved,
+                queued=jnp.minimum(num_slots, count),
+                iterations=jnp.zeros((), jnp.int32),
+            ),
         )
+        return loop.runs, loop.saved, loop.iterations
+
+    def second_phase(runs: _Run, saved, iterations):
+        """The implicit phase of a `TwoPhase` solver, for the seeds whose first phase
+        ended at the switch: from there to `t1`, starting with the first phase's mean
+        step and fresh counters and stop-rule masks. **Returns:** `(runs, saved,
+        iterations, implicit_steps)` with every seed's end and its counts summed over
+        both phases."""
+        switched = (runs.result == dfx.RESULTS.event_occurred) & runs.event_mask["switch"]
+
+        def resume(inp, run: _Run) -> _Run:
+            accepted = jnp.maximum(run.num_accepted_steps, 1).astype(run.tprev.dtype)
+            mean_step = (run.tprev - run.t0) / accepted
+            new = new_run(
+                inp, solver.implicit, t0=run.t0, t_start=run.tprev, y0=run.y, dt0=mean_step,
+                dtmin=run.dtmin, switch=False,
+            )  # fmt: skip
+            return eqx.tree_at(lambda r: r.save_index, new, run.save_index)
+
+        order = jnp.argsort(~switched, stable=True)  # the seeds that switched, in order
+        late, saved, more = run_queue(
+            solver.implicit, False, jax.vmap(resume)(inputs, runs), order, jnp.sum(switched),
+            saved,
+        )  # fmt: skip
+        implicit_steps = jnp.where(switched, late.num_steps, 0)
+        # One structure for both ends: the solver states differ and are not needed after.
+        counts = ("num_steps", "num_accepted_steps", "num_rejected_steps")
+        late = eqx.tree_at(
+            lambda r: [r.solver_state] + [getattr(r, name) for name in counts],
+            late,
+            [None] + [getattr(late, name) + getattr(runs, name) for name in counts],
+            is_leaf=lambda v: v is None,
+        )
+        early = eqx.tree_at(
+            lambda r: (r.solver_state, r.event_mask),
+            runs,
+            (None, {k: v for k, v in runs.event_mask.items() if k != "switch"}),
+            is_leaf=lambda v: v is None,
+        )
+        ends = jax.vmap(_select)(switched, late, early)
+        return ends, saved, iterations + more, implicit_steps
 
     runs = jax.vmap(initial_run)(inputs)
     template = jax.eval_shape(record, _rows(inputs, 0), _rows(runs.y, 0))
@@ -356,21 +440,13 @@ def _refill_flow(
         lambda v: jnp.full((num_seeds, num_saves) + v.shape, _unsaved(v.dtype), v.dtype),
         template,
     )
-    seeds = jnp.arange(num_slots)
-    loop = jax.lax.while_loop(
-        lambda c: jnp.any(c.seeds < num_seeds),
-        body,
-        _Loop(
-            seeds=seeds,
-            slots=_rows(runs, seeds),
-            runs=runs,
-            saved=saved,
-            queued=jnp.asarray(num_slots),
-            iterations=jnp.zeros((), jnp.int32),
-        ),
-    )
+    everyone = jnp.arange(num_seeds)
+    runs, saved, iterations = run_queue(first_solver, two_phase, runs, everyone, num_seeds, saved)
+    implicit_steps = None
+    if two_phase:
+        runs, saved, iterations, implicit_steps = second_phase(runs, saved, iterations)
 
-    def seed_solution(inp, run: _Run, saved) -> Solution:
+    def seed_solution(inp, run: _Run, saved, implicit_steps) -> Solution:
         """The `Solution` of one seed, from its final state, as `_gradient_flow` makes
         it from `diffeqsolve`'s."""
         problem = problem_of(inp)
@@ -401,10 +477,11 @@ def _refill_flow(
             num_steps=run.num_steps,
             num_accepted_steps=run.num_accepted_steps,
             num_rejected_steps=run.num_rejected_steps,
+            implicit_steps=implicit_steps,
         )
 
-    solution = jax.vmap(seed_solution)(inputs, loop.runs, loop.saved)
-    return solution, RefillStats(iterations=loop.iterations, num_slots=num_slots)
+    solution = jax.vmap(seed_solution)(inputs, runs, saved, implicit_steps)
+    return solution, RefillStats(iterations=iterations, num_slots=num_slots)
 
 
 def _unsaved(dtype):

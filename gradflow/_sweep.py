@@ -11,6 +11,7 @@ from ._ensemble import (
     _run_batches,
     check_schedule,
     default_chunk_size,
+    needs_lockstep,
     Schedule,
 )
 from ._flow import gradient_flow
@@ -92,8 +93,8 @@ def sweep(
     dtype = xs.dtype
     probe = init(keys[0], jnp.asarray(scales[0], dtype))
     check_problem(probe, xs[0], ys[0], ws[0])
-    if flow_kwargs.get("kinks", "exact") == "exact" and not probe.activation.is_smooth:
-        schedule = "chunks"  # the exact flow with kinks is event-driven per seed
+    if needs_lockstep(probe, flow_kwargs):
+        schedule = "chunks"
 
     # Flatten the grid (n, scale, seed) into one batch axis, in C order.
     i_n, i_s, i_seed = (v.ravel() for v in np.indices((len(sizes), scales.size, num_seeds)))

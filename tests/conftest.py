@@ -28,3 +28,12 @@ def w1_data():
     s = jnp.linspace(-2.0, 2.0, 6)
     x = jnp.stack([s, jnp.ones_like(s)], axis=1)
     return x, jnp.tanh(s + 1.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop every compiled program after each test module: one process runs the whole
+    suite, and thousands of cached executables (the solver loops are large) would
+    otherwise accumulate in memory."""
+    yield
+    jax.clear_caches()

@@ -4,3 +4,4 @@ from .base import (
     RosenbrockTableau as RosenbrockTableau,
 )
 from .rosenbrock import Rodas4 as Rodas4, Rodas5P as Rodas5P
+from .two_phase import TwoPhase as TwoPhase

@@ -1,0 +1,39 @@
+import diffrax as dfx
+import equinox as eqx
+
+from .rosenbrock import Rodas5P
+
+
+class TwoPhase(eqx.Module):
+    """An explicit solver while the flow is not stiff, an implicit one after.
+
+    A gradient flow from a small init is not stiff while it escapes and fits the data
+    (the Hessian's eigenvalues are of the order of the motion), and stiff from then on
+    (large eigenvalues next to slow motion). `gradient_flow` runs `explicit` until
+    $\\|\\nabla L(\\theta)\\| \\le$ `switch_tol` $\\cdot \\|\\theta\\|$ (the scale-free
+    stationarity measure of its `stationarity_tol`; it stays at the linearised growth
+    rate on the initial plateau, so it does not fire there), then `implicit` from that
+    point to `t1`: cheap explicit steps where they are enough, L-stable ones where they
+    are not. Measured on W1 to t = 200 (`benchmarks/w1.py`): 2.3× faster than `Rodas5P`
+    throughout and as accurate; `benchmarks/late_phase.py` to t = 1e8: as few steps as
+    `Rodas5P`, ~25 % less time.
+
+    ```python
+    sol = gf.gradient_flow(net, x, y, t1=1e8, solver=gf.TwoPhase())
+    ```
+
+    `max_steps` bounds each phase. In `flow_ensemble` and `sweep` (refilling schedule)
+    all seeds first run the explicit phase, then the seeds that switched run the
+    implicit one, each phase refilling its slots from its own queue.
+    """
+
+    explicit: dfx.AbstractAdaptiveSolver = dfx.Tsit5()
+    implicit: dfx.AbstractAdaptiveSolver = Rodas5P()
+    switch_tol: float = eqx.field(static=True, default=1e-2)
+
+    def __check_init__(self):
+        for name in ("explicit", "implicit"):
+            if not isinstance(getattr(self, name), dfx.AbstractAdaptiveSolver):
+                raise TypeError(f"`TwoPhase.{name}` must be an adaptive Diffrax solver.")
+        if not self.switch_tol > 0:
+            raise ValueError(f"`switch_tol` must be positive, got {self.switch_tol!r}.")
