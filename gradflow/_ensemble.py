@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ._flow import gradient_flow
 from ._misc import check_finite
 from ._network import TwoLayerNet
+from ._problem import runs_piecewise
 from ._refill import refill_flow
 from ._solution import Solution
 from ._validate import check_init_scale, check_problem
@@ -305,7 +306,7 @@ def needs_lockstep(net: TwoLayerNet, flow_kwargs: dict) -> bool:
     """Whether `gradient_flow` with these options is more than an ODE solver stepping a
     smooth field, which the refilling loop cannot run: the exact flow of an activation
     with kinks, event-driven per seed."""
-    return flow_kwargs.get("kinks", "exact") == "exact" and not net.activation.is_smooth
+    return runs_piecewise(net, flow_kwargs.get("kinks", "exact"))
 
 
 def check_schedule(schedule, num_slots) -> None:

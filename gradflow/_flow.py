@@ -11,7 +11,17 @@ from ._coordinates import AbstractCoordinates, ScaleFree
 from ._loss import Reduction
 from ._network import TwoLayerNet
 from ._piecewise import piecewise_flow
-from ._problem import finish, flow_options, FlowProblem, linear_escape, start, stop_rules
+from ._problem import (
+    finish,
+    flow_options,
+    FlowProblem,
+    implicit_first_step,
+    linear_escape,
+    per_save,
+    runs_piecewise,
+    start,
+    stop_rules,
+)
 from ._solution import Solution
 from ._solver import TwoPhase
 
@@ -117,7 +127,7 @@ def gradient_flow(
         linear_escape=linear_escape,
         kinks=kinks,
     )
-    if kinks == "exact" and not net.activation.is_smooth:
+    if runs_piecewise(net, kinks):
         return piecewise_flow(
             net,
             x,
@@ -198,18 +208,23 @@ def _gradient_flow(
         y_end, t_stop, saved, result, mask, steps = solve(solver, t0, y0, dt0, rules)
         implicit_steps = None
     else:
-        switch = stop_rules(problem, None, solver.switch_tol)["stationary"]
         y_1, t_1, saved_1, result_1, mask_1, steps_1 = solve(
-            solver.explicit, t0, y0, dt0, rules | {"switch": switch}
+            solver.explicit,
+            t0,
+            y0,
+            dt0,
+            stop_rules(problem, loss_tol, stationarity_tol, solver.switch_tol),
         )
         stopped = jnp.any(jnp.stack([mask_1[name] for name in rules] + [jnp.asarray(False)]))
         switched = (result_1 == dfx.RESULTS.event_occurred) & mask_1["switch"] & ~stopped
         # The implicit phase from the switch, with the explicit phase's mean step to start;
         # a run that did not switch enters it at t1 and takes no step there.
-        accepted = jnp.maximum(steps_1["num_accepted_steps"], 1).astype(t_1.dtype)
-        mean_step = (t_1 - t0) / accepted
         y_2, t_2, saved_2, result_2, mask_2, steps_2 = solve(
-            solver.implicit, jnp.where(switched, t_1, t1), y_1, mean_step, rules
+            solver.implicit,
+            jnp.where(switched, t_1, t1),
+            y_1,
+            implicit_first_step(t_1, t0, steps_1["num_accepted_steps"]),
+            rules,
         )
         pick = lambda a, b: jax.tree_util.tree_map(  # noqa: E731
             lambda u, v: jnp.where(switched, u, v), a, b
@@ -219,9 +234,7 @@ def _gradient_flow(
         mask = {name: pick(mask_2[name], mask_1[name]) for name in rules}
         late = ts > jnp.where(switched, t_1, jnp.inf)
         saved = jax.tree_util.tree_map(
-            lambda a, b: jnp.where(late.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
-            saved_2,
-            saved_1,
+            lambda a, b: jnp.where(per_save(late, a), a, b), saved_2, saved_1
         )
         implicit_steps = jnp.where(switched, steps_2["num_steps"], 0)
         steps = {name: steps_1[name] + jnp.where(switched, steps_2[name], 0) for name in steps_1}

@@ -22,6 +22,12 @@ from ._status import Status, StopReason
 from ._validate import check_problem, check_times
 
 
+def runs_piecewise(net: TwoLayerNet, kinks) -> bool:
+    """Whether `gradient_flow` runs the exact, event-driven flow of `piecewise_flow`: an
+    activation with kinks, and `kinks="exact"`."""
+    return kinks == "exact" and not net.activation.is_smooth
+
+
 def flow_options(
     net,
     x,
@@ -80,7 +86,7 @@ def flow_options(
         )
     if kinks not in ("exact", "smooth"):
         raise ValueError(f"`kinks` must be 'exact' or 'smooth', got {kinks!r}.")
-    if kinks == "exact" and not net.activation.is_smooth:
+    if runs_piecewise(net, kinks):
         unsupported = [
             name
             for name, given in (
@@ -196,22 +202,36 @@ def start(problem: FlowProblem, escape: LinearEscape | None, t1):
 
 
 def stop_rules(
-    problem: FlowProblem, loss_tol, stationarity_tol
+    problem: FlowProblem, loss_tol, stationarity_tol, switch_tol=None
 ) -> dict[str, Callable[[PyTree[Array]], Bool[Array, ""]]]:
     """`{name: rule(state)}` for the stop rules that are set; a run ends once one holds.
-    Diffrax orders them (and so picks the first that holds) by name."""
+    Diffrax orders them (and so picks the first that holds) by name. `switch_tol` adds
+    the end of a `TwoPhase` solver's explicit phase, `"switch"`, which sorts last: a
+    run that meets a user's rule at the same step stops rather than switches."""
+
+    def stationary(tol):
+        def rule(state):
+            theta = problem.to_params(state)
+            gradient_norm = jnp.linalg.norm(problem.gradient(theta))
+            return gradient_norm <= tol * jnp.linalg.norm(theta)
+
+        return rule
+
     rules = {}
     if loss_tol is not None:
         rules["loss"] = lambda state: problem.loss(problem.to_params(state)) < loss_tol
     if stationarity_tol is not None:
-
-        def stationary(state):
-            theta = problem.to_params(state)
-            gradient_norm = jnp.linalg.norm(problem.gradient(theta))
-            return gradient_norm <= stationarity_tol * jnp.linalg.norm(theta)
-
-        rules["stationary"] = stationary
+        rules["stationary"] = stationary(stationarity_tol)
+    if switch_tol is not None:
+        rules["switch"] = stationary(switch_tol)
     return rules
+
+
+def implicit_first_step(t_switch, t0, num_accepted_steps):
+    """The first step of a `TwoPhase` solver's implicit phase: the explicit phase's mean
+    accepted step, from its start `t0` to the switch."""
+    accepted = jnp.maximum(num_accepted_steps, 1).astype(t_switch.dtype)
+    return (t_switch - t0) / accepted
 
 
 def is_okay(result: dfx.RESULTS) -> Bool[Array, ""]:
@@ -244,12 +264,12 @@ def finish(
         # Save times inside the jumped phase come from the closed form.
         early = jax.vmap(lambda t: problem.observe(escape.params(t)))(ts)
         saved = jax.tree_util.tree_map(
-            lambda lin, ode: jnp.where(_per_save(ts < t0, lin), lin, ode), early, saved
+            lambda lin, ode: jnp.where(per_save(ts < t0, lin), lin, ode), early, saved
         )
     theta_end = problem.to_params(y)
     loss_end = problem.loss(theta_end)
     reached = ts <= t_stop
-    saved = jax.tree_util.tree_map(lambda v: jnp.where(_per_save(reached, v), v, jnp.nan), saved)
+    saved = jax.tree_util.tree_map(lambda v: jnp.where(per_save(reached, v), v, jnp.nan), saved)
 
     status = jnp.where(
         is_okay(result),
@@ -302,7 +322,7 @@ def finish(
     )
 
 
-def _per_save(mask: Bool[Array, " T"], value: Array) -> Bool[Array, "T ..."]:
+def per_save(mask: Bool[Array, " T"], value: Array) -> Bool[Array, "T ..."]:
     """`mask` over the save times, shaped to broadcast against `value`, saved at each."""
     return mask.reshape((-1,) + (1,) * (value.ndim - 1))
 

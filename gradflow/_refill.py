@@ -27,7 +27,17 @@ from ._coordinates import AbstractCoordinates, ScaleFree
 from ._flow import Observables
 from ._loss import Reduction
 from ._network import TwoLayerNet
-from ._problem import finish, flow_options, FlowProblem, is_okay, linear_escape, start, stop_rules
+from ._problem import (
+    finish,
+    flow_options,
+    FlowProblem,
+    implicit_first_step,
+    is_okay,
+    linear_escape,
+    runs_piecewise,
+    start,
+    stop_rules,
+)
 from ._solution import Solution
 from ._solver import TwoPhase
 
@@ -115,7 +125,7 @@ def refill_flow(
     """
     if not isinstance(num_slots, int) or isinstance(num_slots, bool) or num_slots < 1:
         raise ValueError(f"`num_slots` must be a positive integer, got {num_slots!r}.")
-    if kinks == "exact" and not nets.activation.is_smooth:
+    if runs_piecewise(nets, kinks):
         raise ValueError(
             f"`refill_flow` steps with a smooth solver, which cannot follow the kinks of "
             f"{type(nets.activation).__name__} exactly. Use `gradient_flow` (or "
@@ -225,10 +235,8 @@ def _refill_flow(
         """The stop rules at `state` (with `switch`, also a `TwoPhase` solver's switch)
         as Diffrax's event mask: only the first rule that holds, in the order of the
         dict's leaves; and whether any holds."""
-        problem = problem_of(inp)
-        rules = stop_rules(problem, loss_tol, stationarity_tol)
-        if switch:
-            rules["switch"] = stop_rules(problem, None, solver.switch_tol)["stationary"]
+        switch_tol = solver.switch_tol if switch else None
+        rules = stop_rules(problem_of(inp), loss_tol, stationarity_tol, switch_tol)
         mask, happened = {}, jnp.asarray(False)
         for name in sorted(rules):
             holds = rules[name](state)
@@ -403,10 +411,9 @@ def _refill_flow(
         switched = (runs.result == dfx.RESULTS.event_occurred) & runs.event_mask["switch"]
 
         def resume(inp, run: _Run) -> _Run:
-            accepted = jnp.maximum(run.num_accepted_steps, 1).astype(run.tprev.dtype)
-            mean_step = (run.tprev - run.t0) / accepted
+            dt0 = implicit_first_step(run.tprev, run.t0, run.num_accepted_steps)
             new = new_run(
-                inp, solver.implicit, t0=run.t0, t_start=run.tprev, y0=run.y, dt0=mean_step,
+                inp, solver.implicit, t0=run.t0, t_start=run.tprev, y0=run.y, dt0=dt0,
                 dtmin=run.dtmin, switch=False,
             )  # fmt: skip
             return eqx.tree_at(lambda r: r.save_index, new, run.save_index)
