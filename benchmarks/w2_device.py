@@ -28,8 +28,6 @@ Run: `python benchmarks/w2_device.py` on the device, `python benchmarks/w2_devic
 """
 
 import argparse
-import datetime
-import platform
 import sys
 import time
 
@@ -41,6 +39,7 @@ jax.config.update("jax_enable_x64", True)
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from w1 import flat_params, machine_info, relative_errors  # noqa: E402
 
 import gradflow as gf  # noqa: E402
 
@@ -74,15 +73,6 @@ def bytes_per_step(itemsize: int) -> float:
     return itemsize * (TSIT5_STAGES * per_evaluation + combinations)
 
 
-def flat(nets) -> np.ndarray:
-    leaves = (np.asarray(nets.a, np.float64), np.asarray(nets.W, np.float64))
-    return np.concatenate([v.reshape(v.shape[0], -1) for v in leaves], axis=1)
-
-
-def relative(a, b) -> np.ndarray:
-    return np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
-
-
 def run(nets, x, y, *, t1, rtol, num_slots):
     return gf.flow_ensemble(
         nets, x, y, t1=t1, rtol=rtol, num_slots=num_slots, chunk_size=nets.a.shape[0],
@@ -97,9 +87,9 @@ def main(*, num_seeds, t1, num_slots, check, peak_bandwidth):
         peak_bandwidth = next((v for k, v in PEAK_BANDWIDTH.items() if k in kind), None)
     print(f"W2: m={WIDTH} tanh, d={DIM}, n={NUM_POINTS}, ε={SCALE:g}, t1={t1:g}, {num_seeds} seeds")
     print("command: python " + " ".join(sys.argv))
-    print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"platform: {platform.platform()}; devices: {jax.device_count()} × {kind}")
-    print(f"jax {jax.__version__} ({jax.default_backend()}); gradflow {gf.__version__}")
+    for key, value in machine_info().items():
+        print(f"{key}: {value}")
+    print(f"devices: {jax.device_count()} × {kind}")
     print()
 
     results = {}
@@ -132,8 +122,8 @@ def main(*, num_seeds, t1, num_slots, check, peak_bandwidth):
     solution, rtol, x, y, nets = results["float64"]
     few = jax.tree_util.tree_map(lambda v: v[:check], nets)
     tight = run(few, x, y, t1=t1, rtol=1e-2 * rtol, num_slots=check)
-    error64 = relative(flat(solution.net)[:check], flat(tight.net))
-    error32 = relative(flat(results["float32"][0].net), flat(solution.net))
+    error64 = relative_errors(flat_params(solution.net)[:check], flat_params(tight.net))
+    error32 = relative_errors(flat_params(results["float32"][0].net), flat_params(solution.net))
     print(
         f"float64 vs rtol {1e-2 * rtol:g} ({check} seeds): "
         f"max relative difference {error64.max():.1e}"
