@@ -52,6 +52,7 @@ from ._solver import (  # noqa: E402
     Rodas4 as Rodas4,
     Rodas5P as Rodas5P,
     TwoPhase as TwoPhase,
+    Unrolled as Unrolled,
 )
 from ._status import (  # noqa: E402
     Status as Status,

@@ -67,9 +67,10 @@ def gradient_flow(
     - `rtol`: local error per step relative to $\\|\\theta\\|$ (see `ScaleFree`). The
       default 1e-10 reaches ~1e-9 global relative error on the reference problems
       of the test-suite at every init scale from 1e-2 to 1e-20.
-    - `solver`: any adaptive Diffrax solver, `gradflow.Rodas5P()`, or `gradflow.TwoPhase()`
-      (explicit until the flow turns stiff, implicit after). Default: `TwoPhase()`
-      (Tsit5, then Rodas5P) for nets of at most 32 parameters, `diffrax.Tsit5()` for
+    - `solver`: any adaptive Diffrax solver, `gradflow.Rodas5P()`, `gradflow.TwoPhase()`
+      (explicit until the flow turns stiff, implicit after) or `gradflow.Unrolled(...)`.
+      Default: `TwoPhase()` (Tsit5 with its stages unrolled, then Rodas5P) for nets of
+      at most 32 parameters, `diffrax.Tsit5()` for
       larger ones (and between the events of the exact flow with kinks). The late
       phase of a flow is stiff: once the data are fitted, the Hessian's large
       eigenvalues cap an explicit method's step while the remaining motion is slow.

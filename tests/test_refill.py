@@ -13,11 +13,14 @@ from gradflow._refill import efficiency, refill_flow
 # be equal; values differ only by XLA fusing the slot-batched program differently from
 # the seed-batched one. At fixed times (save times, t1) that is rounding, far below
 # the 1e-9 promised. A stop rule ends a run at the end of a step, though, and where the
-# steps end depends on the error estimates, differences of nearly equal numbers whose
-# rounding moves them at ~1e-8 relative: `gradient_flow` alone, vmapped or not, shows
-# the same spread there (seen: 2e-8 in `t_stop` and the final net).
+# steps end depends on the error estimates, differences of nearly equal numbers: at
+# rtol 1e-10 their relative rounding is ~ulp/rtol ≈ 1e-6, which moves each step's end by
+# ~2e-7 relative, and over a few hundred steps `t_stop` by up to ~1e-5. Measured: 2e-8
+# with Diffrax's Tsit5 (the same dot kernels in both programs round alike), 2.5e-6 in
+# `t_stop` with `Unrolled` (its fused stage sums round differently in the two programs).
+# Such end points are compared relative to ‖θ‖, the accuracy the flow promises.
 RTOL = 1e-9
-RTOL_STOPPED = 1e-6
+RTOL_STOPPED = 1e-5
 
 
 def _nets(key, scales):
@@ -39,7 +42,16 @@ def _assert_same(refill, reference):
     for a, b in zip(leaves(end(refill)), leaves(end(reference))):
         a, b = np.asarray(a), np.asarray(b)
         np.testing.assert_allclose(a[~by_rule], b[~by_rule], rtol=RTOL, atol=0)
-        np.testing.assert_allclose(a[by_rule], b[by_rule], rtol=RTOL_STOPPED, atol=0)
+    theta = lambda sol: np.concatenate(  # noqa: E731
+        [np.asarray(v).reshape(v.shape[0], -1) for v in leaves(sol.net)], axis=1
+    )
+    a, b = theta(refill)[by_rule], theta(reference)[by_rule]
+    difference = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+    assert np.all(difference <= RTOL_STOPPED), difference
+    np.testing.assert_allclose(
+        np.asarray(refill.t_stop)[by_rule], np.asarray(reference.t_stop)[by_rule],
+        rtol=RTOL_STOPPED,
+    )  # fmt: skip
     rest = lambda sol: eqx.tree_at(end, sol, replace=(None, None))  # noqa: E731
     for a, b in zip(leaves(rest(refill)), leaves(rest(reference))):
         a, b = np.asarray(a), np.asarray(b)

@@ -25,6 +25,7 @@ from scipy.integrate import solve_ivp
 
 import gradflow as gf
 from gradflow._solver import Rodas4, Rodas5P
+from gradflow._solver.base import inverse_matrix
 
 
 SOLVERS = [pytest.param(Rodas5P(), id="Rodas5P"), pytest.param(Rodas4(), id="Rodas4")]
@@ -178,6 +179,27 @@ def test_stiff_linear_in_few_steps(solver):
     exact = scipy.linalg.expm(A * t1) @ y0
     assert np.max(np.abs(np.asarray(sol.ys[-1]) - exact)) <= 1e-7
     assert int(sol.stats["num_steps"]) <= 200
+
+
+@pytest.mark.parametrize("size", [1, 2, 6, 8, 12, 13])
+def test_inverse_matrix_against_numpy(size):
+    # Gauss–Jordan up to GAUSS_JORDAN_MAX_SIZE = 12, LU above. With partial pivoting the
+    # error is a few ulps times cond(A) relative to ‖A⁻¹‖; the matrices include one whose
+    # diagonal is zero (no inverse without row swaps), and a batch goes through vmap.
+    rng = np.random.default_rng(size)
+    permutation = np.eye(size)[rng.permutation(size)]
+    zero_diagonal = rng.normal(size=(size, size))
+    np.fill_diagonal(zero_diagonal, 0.0)
+    matrices = np.stack([rng.normal(size=(size, size)), permutation, zero_diagonal])
+    if size == 1:
+        matrices = matrices[:2]  # a 1 × 1 matrix with a zero diagonal has no inverse
+    inverses = np.asarray(jax.vmap(inverse_matrix)(jnp.asarray(matrices)))
+    for matrix, inverse in zip(matrices, inverses):
+        expected = np.linalg.inv(matrix)
+        tolerance = 1e-14 * np.linalg.cond(matrix)
+        np.testing.assert_allclose(
+            inverse, expected, rtol=0, atol=tolerance * np.abs(expected).max()
+        )
 
 
 def test_nonfinite_step_reports_infinite_error():

@@ -10,6 +10,7 @@ from .._loss import Reduction, squared_loss
 from .._misc import check_positive
 from .._network import TwoLayerNet
 from .._solution import assemble, observe, Solution
+from .._solver import Unrolled
 from .._status import Status, StopReason
 from .._validate import check_problem, check_times
 from .events import EventKind, EventLog
@@ -33,7 +34,7 @@ def piecewise_flow(
     weights: Float[ArrayLike, " n"] | None = None,
     reduction: Reduction = "mean",
     rtol: float = 1e-10,
-    solver: dfx.AbstractERK = dfx.Tsit5(),
+    solver: dfx.AbstractERK | Unrolled = dfx.Tsit5(),
     observables: Observables | None = None,
     max_steps: int = 100_000,
     max_events: int = 4096,
@@ -84,10 +85,12 @@ def piecewise_flow(
     for name, value in (("max_steps", max_steps), ("max_events", max_events)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    if not isinstance(solver, dfx.AbstractERK) or getattr(solver, "tableau", None) is None:
+    explicit = isinstance(solver, dfx.AbstractERK | Unrolled)
+    if not explicit or getattr(solver, "tableau", None) is None:
         raise TypeError(
             "`solver` must be an explicit Runge–Kutta Diffrax solver with an embedded error "
-            f"estimate, such as `diffrax.Tsit5()`, got {type(solver).__name__}."
+            f"estimate, such as `diffrax.Tsit5()` or `gradflow.Unrolled(diffrax.Tsit5())`, "
+            f"got {type(solver).__name__}."
         )
     if getattr(solver.tableau, "b_error", None) is None:
         raise TypeError(f"`solver` ({type(solver).__name__}) has no error estimate.")

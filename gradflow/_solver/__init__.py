@@ -5,3 +5,4 @@ from .base import (
 )
 from .rosenbrock import Rodas4 as Rodas4, Rodas5P as Rodas5P
 from .two_phase import TwoPhase as TwoPhase
+from .unrolled import Unrolled as Unrolled

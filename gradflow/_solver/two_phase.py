@@ -2,6 +2,7 @@ import diffrax as dfx
 import equinox as eqx
 
 from .rosenbrock import Rodas5P
+from .unrolled import Unrolled
 
 
 class TwoPhase(eqx.Module):
@@ -28,7 +29,7 @@ class TwoPhase(eqx.Module):
     implicit one, each phase refilling its slots from its own queue.
     """
 
-    explicit: dfx.AbstractAdaptiveSolver = dfx.Tsit5()
+    explicit: dfx.AbstractAdaptiveSolver = Unrolled(dfx.Tsit5())
     implicit: dfx.AbstractAdaptiveSolver = Rodas5P()
     switch_tol: float = eqx.field(static=True, default=1e-2)
 
