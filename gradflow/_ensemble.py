@@ -118,35 +118,43 @@ def _sharded(batch_fn, devices):
     if len(devices) == 1:
         return eqx.filter_jit(batch_fn)
     mesh = jax.make_mesh((len(devices),), ("seeds",), devices=devices)
-    spec = jax.sharding.PartitionSpec("seeds")
-    static_out = []
+    compiled = eqx.filter_jit(_ShardedBatch(batch_fn, mesh))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
 
-    def run(inputs):
+    def call(inputs):
         arrays, static = eqx.partition(inputs, eqx.is_array)
+        return compiled(eqx.combine(jax.device_put(arrays, sharding), static))
+
+    return call
+
+
+class _ShardedBatch(eqx.Module):
+    """`batch_fn` on each device's share of a batch, under `shard_map`. A module rather
+    than a closure, for the reason of `_EnsembleChunk`: `filter_jit` then reuses one
+    compilation for every call with the same structure (a closure made per call
+    recompiled on every call: 14 s each for 1000 W1 seeds on two devices)."""
+
+    batch_fn: Callable
+    mesh: jax.sharding.Mesh = eqx.field(static=True)
+
+    def __call__(self, inputs):
+        arrays, static = eqx.partition(inputs, eqx.is_array)
+        spec = jax.sharding.PartitionSpec("seeds")
+        out_static = []
 
         def per_device(shard):
-            out = batch_fn(eqx.combine(shard, static))
-            out_arrays, out_static = eqx.partition(out, eqx.is_array)
-            static_out.append(out_static)  # at trace time: shard_map returns arrays only
+            out = self.batch_fn(eqx.combine(shard, static))
+            out_arrays, out_static_part = eqx.partition(out, eqx.is_array)
+            out_static.append(out_static_part)  # shard_map returns arrays only
             return out_arrays
 
         # check_vma=False: Diffrax's while loops carry values that the replication
         # checker cannot type; every seed's computation is independent anyway.
-        sharded = jax.shard_map(
-            per_device, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
-        )
-        return sharded(arrays)
-
-    compiled = eqx.filter_jit(run)
-
-    sharding = jax.sharding.NamedSharding(mesh, spec)
-
-    def call(inputs):
-        arrays, static = eqx.partition(inputs, eqx.is_array)
-        out_arrays = compiled(eqx.combine(jax.device_put(arrays, sharding), static))
-        return eqx.combine(out_arrays, static_out[-1])
-
-    return call
+        out_arrays = jax.shard_map(
+            per_device, mesh=self.mesh, in_specs=spec, out_specs=spec, check_vma=False
+        )(arrays)
+        # `filter_jit` returns the non-array parts as traced, so they survive the cache.
+        return eqx.combine(out_arrays, out_static[0])
 
 
 class _ChunkStore:

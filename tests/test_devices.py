@@ -29,6 +29,17 @@ _SCRIPT = textwrap.dedent(
     np.testing.assert_allclose(sharded.net.W, single.net.W, rtol=1e-12)
     np.testing.assert_allclose(sharded.loss, single.loss, rtol=1e-12)
     assert sharded.status.shape == (10,) and np.all(sharded.status == 0)
+
+    # A second sharded ensemble of the same structure (other data values) reuses the
+    # compiled program: XLA compiles nothing more.
+    y_other = jax.block_until_ready(2.0 * y)
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: compiles.append(event)
+        if event == "/jax/core/compile/backend_compile_duration" else None
+    )
+    gf.flow_ensemble(nets, x, y_other, **kwargs)
+    assert not compiles, compiles
     print("OK")
     """
 )
