@@ -11,6 +11,9 @@ Compares, on the same seeds:
    rtols, once with Diffrax's own Tsit5 in its explicit phase (the throughput targets:
    ≥2× faster than GD at η = 1e-2 while ≥100× more accurate; ≥300× faster than
    `solve_ivp` per seed);
+   The first and the `TwoPhase` rtol 1e-8 runs again with `flow_ensemble` sharding the
+   seeds over one XLA host device per CPU core (each device its own solver loop), in a
+   child process, since the device count is fixed when JAX starts;
 2. gradient descent written here with `jax.lax.scan` (jitted, vmapped), at two step
    sizes, with $t = k\\eta$;
 3. `scipy.integrate.solve_ivp` (RK45 at rtol 1e-8, DOP853 at rtol 1e-10) one seed at a
@@ -22,8 +25,10 @@ Run `python benchmarks/w1.py --help` for the options.
 
 import argparse
 import datetime
+import json
 import os
 import platform
+import subprocess
 import sys
 import time
 
@@ -154,6 +159,15 @@ GRADFLOW_RUNS = (
 )
 
 
+# Rows run on every CPU core: each core an XLA host device, and `flow_ensemble` shards
+# the seeds over them, one solver loop per device. The device count must be set before
+# JAX starts, so these rows run in a child process (`--sharded-worker`).
+SHARDED_RUNS = (
+    ("gradflow defaults", None, None),
+    ("gradflow", gf.TwoPhase(), 1e-8),
+)
+
+
 def solver_name(solver) -> str:
     if isinstance(solver, gf.TwoPhase):
         return (
@@ -178,6 +192,46 @@ def run_gradflow(nets, x, y, *, rtol, repeats, solver=None):
     compile_time = time.perf_counter() - start
     solution = jax.block_until_ready(compiled(nets))
     return solution, compiled, compile_time
+
+
+def sharded_worker(*, seed: int, num_seeds: int, repeats: int) -> None:
+    """The child process of `run_sharded`: prints one JSON list of results."""
+    x, y = w1_data()
+    nets = initial_nets(seed, num_seeds)
+    results = []
+    for label, solver, rtol in SHARDED_RUNS:
+        kwargs = dict(t1=T1, reduction="sum", schedule="chunks", chunk_size=num_seeds)
+        kwargs.update({} if rtol is None else {"rtol": rtol})
+        kwargs.update({} if solver is None else {"solver": solver})
+        run = lambda: gf.flow_ensemble(nets, x, y, progress=False, **kwargs)  # noqa: E731
+        start = time.perf_counter()
+        solution = run()
+        first_call = time.perf_counter() - start
+        results.append(
+            dict(
+                index=len(results),
+                time=best_time(run, repeats=repeats),
+                compile_time=first_call,
+                theta=flat_params(solution.net).tolist(),
+                succeeded=bool(np.all(solution.status == gf.Status.SUCCESS)),
+                evaluations=float(np.mean(solution.num_evaluations)),
+            )
+        )
+    print(json.dumps(dict(devices=len(jax.devices()), results=results)))
+
+
+def run_sharded(num_devices: int, *, seed: int, num_seeds: int, repeats: int) -> dict:
+    """`SHARDED_RUNS` on `num_devices` XLA host devices, in a child process."""
+    env = os.environ | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}"}
+    command = [sys.executable, os.path.abspath(__file__), "--sharded-worker"]
+    command += ["--seed", str(seed), "--seeds", str(num_seeds), "--repeats", str(repeats)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the sharded runs failed:\n{done.stderr[-3000:]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if report["devices"] != num_devices:
+        raise RuntimeError(f"asked for {num_devices} devices, the child had {report['devices']}.")
+    return report
 
 
 def make_gradient_descent(x, y, step_size: float, num_steps: int):
@@ -391,6 +445,38 @@ def main(*, seed: int, num_seeds: int, subset: int, repeats: int, rtol: float | 
         )
     flow_time = rows[0]["total"]
 
+    # 1b. The same on every CPU core (one XLA host device per core), in a child process.
+    num_devices = os.cpu_count() or 1
+    if num_devices > 1:
+        print(f"gradflow flow_ensemble on {num_devices} CPU devices ...", flush=True)
+        report = run_sharded(num_devices, seed=seed, num_seeds=num_seeds, repeats=repeats)
+        for result in report["results"]:
+            label, solver, run_rtol = SHARDED_RUNS[result["index"]]
+            rtol_used = gf.gradient_flow.__kwdefaults__["rtol"] if run_rtol is None else run_rtol
+            kind = solver_name(default_solver(first_net) if solver is None else solver)
+            name = (
+                f"{label} ({kind}, rtol={rtol_used:g}), flow_ensemble over {num_devices} "
+                "CPU devices"
+            )
+            if not result["succeeded"]:
+                raise AssertionError(f"{name}: not every seed succeeded.")
+            flow_median, flow_max = errors(np.asarray(result["theta"]))
+            print(
+                f"{name}: relative error vs reference: median {flow_median:.2e}, max {flow_max:.2e}"
+            )
+            assert flow_max < max(GRADFLOW_MAX_ERROR, 1e4 * rtol_used), name
+            rows.append(
+                dict(
+                    name=name,
+                    total=result["time"],
+                    error_median=fmt_error(flow_median),
+                    error_max=fmt_error(flow_max),
+                    max_error=flow_max,
+                    evaluations=result["evaluations"],
+                    compile_time=result["compile_time"],
+                )
+            )
+
     # 2. gradient descent, hand-written lax.scan.
     theta0_jax = jnp.asarray(theta0)
     for step_size in GD_STEP_SIZES:
@@ -480,7 +566,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: 50 seeds, subset 5, 1 repeat"
     )
+    parser.add_argument("--sharded-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sharded_worker:
+        sharded_worker(seed=args.seed, num_seeds=args.seeds, repeats=args.repeats)
+        sys.exit()
     if args.quick:
         args.seeds, args.subset, args.repeats = 50, 5, 1
     main(
