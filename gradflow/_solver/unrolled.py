@@ -21,8 +21,9 @@ class Unrolled(dfx.AbstractAdaptiveSolver):
     loop's bookkeeping costs more than the vector field. Written out, each stage's
     combination is one fused kernel. Measured on workload W1's field (1000 seeds,
     $P = 6$, `ScaleFree` coordinates, 2-core CPU): 0.80 ms per Tsit5 step against
-    Diffrax's 1.17 ms; on W2's (64 seeds, $P = 1100$) no faster (36 vs 35 ms), so
-    gradflow unrolls only the explicit phase of `TwoPhase`, its solver for small nets.
+    Diffrax's 1.17 ms (a whole `TwoPhase` run of W1 at rtol 1e-8, `benchmarks/w1.py`:
+    1.22x faster); on W2's (64 seeds, $P = 1100$) no faster (36 vs 35 ms), so gradflow
+    unrolls only the explicit phase of `TwoPhase`, its solver for small nets.
 
     ```python
     solver = gf.TwoPhase(explicit=gf.Unrolled(diffrax.Dopri8()))
