@@ -293,19 +293,21 @@ def finish(
 
     # +1: the evaluation that set `time_unit`; +1 more for the escape's defect probe.
     setup = 1 + (escape is not None)
+    # (solver, its steps, whether it ran): one phase, or a `TwoPhase` solver's two.
     if isinstance(solver, TwoPhase):
-        first, second = (evaluations_per_step(s) for s in (solver.explicit, solver.implicit))
-        explicit_steps = num_steps - implicit_steps
-        num_evaluations = (
-            jnp.asarray(-1)
-            if first is None or second is None
-            else first[0] * explicit_steps + first[1] + setup
-            + second[0] * implicit_steps + jnp.where(implicit_steps > 0, second[1], 0)
-        )  # fmt: skip
+        phases = [
+            (solver.explicit, num_steps - implicit_steps, True),
+            (solver.implicit, implicit_steps, implicit_steps > 0),
+        ]
     else:
-        counts = evaluations_per_step(solver)
-        num_evaluations = (
-            jnp.asarray(-1) if counts is None else counts[0] * num_steps + counts[1] + setup
+        phases = [(solver, num_steps, True)]
+    counts = [evaluations_per_step(phase_solver) for phase_solver, _, _ in phases]
+    if any(count is None for count in counts):
+        num_evaluations = jnp.asarray(-1)
+    else:
+        num_evaluations = setup + sum(
+            per_step * steps + jnp.where(ran, at_start, 0)
+            for (per_step, at_start), (_, steps, ran) in zip(counts, phases)
         )
     return assemble(
         problem.unravel,
@@ -320,6 +322,10 @@ def finish(
         status=status,
         stop_reason=stop_reason.astype(jnp.int32),
     )
+
+
+# The step counts of a solve, as Diffrax's `stats` and `Solution` name them.
+STEP_COUNTS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
 
 def per_save(mask: Bool[Array, " T"], value: Array) -> Bool[Array, "T ..."]:

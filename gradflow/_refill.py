@@ -36,6 +36,7 @@ from ._problem import (
     linear_escape,
     runs_piecewise,
     start,
+    STEP_COUNTS,
     stop_rules,
 )
 from ._solution import Solution
@@ -425,11 +426,10 @@ def _refill_flow(
         )  # fmt: skip
         implicit_steps = jnp.where(switched, late.num_steps, 0)
         # One structure for both ends: the solver states differ and are not needed after.
-        counts = ("num_steps", "num_accepted_steps", "num_rejected_steps")
         late = eqx.tree_at(
-            lambda r: [r.solver_state] + [getattr(r, name) for name in counts],
+            lambda r: [r.solver_state] + [getattr(r, name) for name in STEP_COUNTS],
             late,
-            [None] + [getattr(late, name) + getattr(runs, name) for name in counts],
+            [None] + [getattr(late, name) + getattr(runs, name) for name in STEP_COUNTS],
             is_leaf=lambda v: v is None,
         )
         early = eqx.tree_at(
