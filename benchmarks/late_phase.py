@@ -12,9 +12,9 @@ each jitted and vmapped over the seeds with t1 as a traced argument (one compila
 method):
 
 1. `gradient_flow` with Tsit5 (the default for large nets), capped at `--tsit5-max-steps`;
-2. `gradient_flow(..., solver=gf.Rodas5P())`, gradflow's default for nets this small;
-3. `gradient_flow(..., solver=gf.TwoPhase())`: Tsit5 until ‖∇L‖ ≤ τ‖θ‖, then Rodas5P
-   from there to t1;
+2. `gradient_flow(..., solver=gf.Rodas5P())`, the implicit solver throughout;
+3. `gradient_flow(..., solver=gf.TwoPhase())`, gradflow's default for nets this small:
+   Tsit5 until ‖∇L‖ ≤ τ‖θ‖, then Rodas5P from there to t1;
 
 and compares θ(t1) with a reference on the first `--subset` seeds. Up to t1 = `REF_END`
 = 1e4 it is independent: `solve_ivp` DOP853 (rtol 1e-13, atol 1e-14·ε) through the

@@ -207,13 +207,15 @@ def sharded_worker(*, seed: int, num_seeds: int, repeats: int) -> None:
         start = time.perf_counter()
         solution = run()
         first_call = time.perf_counter() - start
+        # Not timing a failed run (the parent checks the values against its reference).
+        if not np.all(solution.status == gf.Status.SUCCESS):
+            raise AssertionError(f"sharded run {len(results)}: not every seed succeeded.")
         results.append(
             dict(
                 index=len(results),
                 time=best_time(run, repeats=repeats),
                 compile_time=first_call,
                 theta=flat_params(solution.net).tolist(),
-                succeeded=bool(np.all(solution.status == gf.Status.SUCCESS)),
                 evaluations=float(np.mean(solution.num_evaluations)),
             )
         )
@@ -408,14 +410,34 @@ def main(*, seed: int, num_seeds: int, subset: int, repeats: int, rtol: float | 
         e = relative_errors(theta[:subset], theta_ref)
         return float(np.median(e)), float(np.max(e))
 
-    # 1. gradflow: compile, check the answer, then time.
-    rows = []
     first_net = jax.tree_util.tree_map(lambda v: v[0], nets)
-    for label, solver, run_rtol in GRADFLOW_RUNS:
-        run_rtol = rtol if (run_rtol is None and rtol is not None) else run_rtol
+
+    def describe(label, solver, run_rtol) -> tuple[str, float]:
+        """The row name of a gradflow run, and the rtol it runs at."""
         rtol_used = gf.gradient_flow.__kwdefaults__["rtol"] if run_rtol is None else run_rtol
         kind = solver_name(default_solver(first_net) if solver is None else solver)
-        name = f"{label} ({kind}, rtol={rtol_used:g})"
+        return f"{label} ({kind}, rtol={rtol_used:g})", rtol_used
+
+    def checked(name, theta, rtol_used) -> dict:
+        """The error columns of a gradflow row; stops before a wrong answer is reported."""
+        flow_median, flow_max = errors(theta)
+        print(f"{name}: relative error vs reference: median {flow_median:.2e}, max {flow_max:.2e}")
+        # Not timing a wrong answer: within 1e4× the rtol asked for.
+        assert flow_max < max(GRADFLOW_MAX_ERROR, 1e4 * rtol_used), (
+            f"{name}'s error {flow_max:.2e} is too large; not timing a wrong answer."
+        )
+        return dict(
+            name=name,
+            error_median=fmt_error(flow_median),
+            error_max=fmt_error(flow_max),
+            max_error=flow_max,
+        )
+
+    # 1. gradflow: compile, check the answer, then time.
+    rows = []
+    for label, solver, run_rtol in GRADFLOW_RUNS:
+        run_rtol = rtol if (run_rtol is None and rtol is not None) else run_rtol
+        name, rtol_used = describe(label, solver, run_rtol)
         print(f"{name}: compiling ...", flush=True)
         solution, flow, flow_compile = run_gradflow(
             nets, x, y, rtol=run_rtol, repeats=repeats, solver=solver
@@ -424,20 +446,12 @@ def main(*, seed: int, num_seeds: int, subset: int, repeats: int, rtol: float | 
         if not np.all(status == gf.Status.SUCCESS):
             bad = np.flatnonzero(status != gf.Status.SUCCESS)
             raise AssertionError(f"{name} failed on seeds {bad[:10]}: {solution.message[bad[0]]}")
-        flow_median, flow_max = errors(flat_params(solution.net))
-        print(f"{name}: relative error vs reference: median {flow_median:.2e}, max {flow_max:.2e}")
-        # Not timing a wrong answer: within 1e4× the rtol asked for.
-        assert flow_max < max(GRADFLOW_MAX_ERROR, 1e4 * rtol_used), (
-            f"{name}'s error {flow_max:.2e} is too large; not timing a wrong answer."
-        )
+        row = checked(name, flat_params(solution.net), rtol_used)
         print(f"{name}: timing ...", flush=True)
         rows.append(
-            dict(
-                name=name,
+            row
+            | dict(
                 total=best_time(flow, nets, repeats=repeats),
-                error_median=fmt_error(flow_median),
-                error_max=fmt_error(flow_max),
-                max_error=flow_max,
                 evaluations=float(np.asarray(solution.num_evaluations).mean()),
                 compile_time=flow_compile,
                 steps=np.asarray(solution.num_steps),
@@ -451,27 +465,12 @@ def main(*, seed: int, num_seeds: int, subset: int, repeats: int, rtol: float | 
         print(f"gradflow flow_ensemble on {num_devices} CPU devices ...", flush=True)
         report = run_sharded(num_devices, seed=seed, num_seeds=num_seeds, repeats=repeats)
         for result in report["results"]:
-            label, solver, run_rtol = SHARDED_RUNS[result["index"]]
-            rtol_used = gf.gradient_flow.__kwdefaults__["rtol"] if run_rtol is None else run_rtol
-            kind = solver_name(default_solver(first_net) if solver is None else solver)
-            name = (
-                f"{label} ({kind}, rtol={rtol_used:g}), flow_ensemble over {num_devices} "
-                "CPU devices"
-            )
-            if not result["succeeded"]:
-                raise AssertionError(f"{name}: not every seed succeeded.")
-            flow_median, flow_max = errors(np.asarray(result["theta"]))
-            print(
-                f"{name}: relative error vs reference: median {flow_median:.2e}, max {flow_max:.2e}"
-            )
-            assert flow_max < max(GRADFLOW_MAX_ERROR, 1e4 * rtol_used), name
+            name, rtol_used = describe(*SHARDED_RUNS[result["index"]])
+            name = f"{name}, flow_ensemble over {num_devices} CPU devices"
             rows.append(
-                dict(
-                    name=name,
+                checked(name, np.asarray(result["theta"]), rtol_used)
+                | dict(
                     total=result["time"],
-                    error_median=fmt_error(flow_median),
-                    error_max=fmt_error(flow_max),
-                    max_error=flow_max,
                     evaluations=result["evaluations"],
                     compile_time=result["compile_time"],
                 )
