@@ -16,6 +16,7 @@ from ._misc import check_finite
 from ._network import TwoLayerNet
 from ._problem import runs_piecewise
 from ._refill import refill_flow
+from ._sharding import sharded
 from ._solution import Solution
 from ._validate import check_init_scale, check_problem
 
@@ -87,7 +88,7 @@ def _run_batches(
     chunk_size = -(-min(chunk_size, total) // len(devices)) * len(devices)
     num_chunks = -(-total // chunk_size)
     store = None if checkpoint_dir is None else _ChunkStore(checkpoint_dir, fingerprint)
-    batched = _sharded(batch_fn, devices)
+    batched = sharded(batch_fn, devices)
     out_treedef, results = None, []
     for i in tqdm(range(num_chunks), desc=description, disable=not progress):
         cached = None if store is None else store.load(i)
@@ -110,51 +111,6 @@ def _run_batches(
         out_treedef = jax.tree_util.tree_structure(arrays)
     stacked = [np.concatenate(parts)[:total] for parts in zip(*results)]
     return eqx.combine(jax.tree_util.tree_unflatten(out_treedef, stacked), static)
-
-
-def _sharded(batch_fn, devices):
-    """`batch_fn` (stacked inputs to stacked outputs) compiled, with its leading axis
-    sharded over `devices`: each device runs `batch_fn` on its share."""
-    if len(devices) == 1:
-        return eqx.filter_jit(batch_fn)
-    mesh = jax.make_mesh((len(devices),), ("seeds",), devices=devices)
-    compiled = eqx.filter_jit(_ShardedBatch(batch_fn, mesh))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
-
-    def call(inputs):
-        arrays, static = eqx.partition(inputs, eqx.is_array)
-        return compiled(eqx.combine(jax.device_put(arrays, sharding), static))
-
-    return call
-
-
-class _ShardedBatch(eqx.Module):
-    """`batch_fn` on each device's share of a batch, under `shard_map`. A module rather
-    than a closure, for the reason of `_EnsembleChunk`: `filter_jit` then reuses one
-    compilation for every call with the same structure (a closure made per call
-    recompiled on every call: 14 s each for 1000 W1 seeds on two devices)."""
-
-    batch_fn: Callable
-    mesh: jax.sharding.Mesh = eqx.field(static=True)
-
-    def __call__(self, inputs):
-        arrays, static = eqx.partition(inputs, eqx.is_array)
-        spec = jax.sharding.PartitionSpec("seeds")
-        out_static = []
-
-        def per_device(shard):
-            out = self.batch_fn(eqx.combine(shard, static))
-            out_arrays, out_static_part = eqx.partition(out, eqx.is_array)
-            out_static.append(out_static_part)  # shard_map returns arrays only
-            return out_arrays
-
-        # check_vma=False: Diffrax's while loops carry values that the replication
-        # checker cannot type; every seed's computation is independent anyway.
-        out_arrays = jax.shard_map(
-            per_device, mesh=self.mesh, in_specs=spec, out_specs=spec, check_vma=False
-        )(arrays)
-        # `filter_jit` returns the non-array parts as traced, so they survive the cache.
-        return eqx.combine(out_arrays, out_static[0])
 
 
 class _ChunkStore:

@@ -52,3 +52,59 @@ def test_sharded_ensemble_equals_single_device():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("OK")
+
+
+# Issue 16: with two host devices, the implicit phase hung (every thread waiting on a
+# futex) once a device's slots held more than about 64 seeds. The late phase's 14 x 14
+# systems (P = 12 with bias, plus two log-radii) go through LAPACK's LU; batched over the
+# slots, jaxlib splits each LU over XLA:CPU's thread pool and blocks a pool thread until
+# the pieces finish, and the two devices' calls waited for each other's pieces. Here 136
+# seeds per device (more than its 128 slots), every one past the switch to the implicit
+# phase; before the fix this run never returned.
+_HANG_SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np
+    import gradflow as gf
+
+    assert len(jax.devices()) == 2, jax.devices()
+    keys = jax.random.split(jax.random.key(0), 272)
+    nets = jax.vmap(
+        lambda k: gf.random_net(k, width=4, dim=1, scale=1e-6, activation="tanh", bias=True)
+    )(keys)
+    s = jnp.linspace(-1.0, 1.0, 10)
+    x, y = s[:, None], jnp.tanh(2.0 * s)
+    ens = gf.flow_ensemble(nets, x, y, t1=100.0, num_slots=128, progress=False)
+    assert np.all(ens.status == 0), ens.summary()
+
+    def stationarity(net):
+        theta, unravel = jax.flatten_util.ravel_pytree(net)
+        gradient = jax.grad(lambda th: gf.squared_loss(unravel(th), x, y))(theta)
+        return jnp.linalg.norm(gradient) / jnp.linalg.norm(theta)
+
+    # Every seed ended below the switch tolerance, so every one ran the implicit phase.
+    assert np.all(jax.vmap(stationarity)(ens.net) <= gf.TwoPhase().switch_tol)
+
+    # A batched LAPACK call of the user's own (here an observable) is refused with a
+    # message, not run into the same deadlock.
+    try:
+        gf.flow_ensemble(
+            jax.tree_util.tree_map(lambda v: v[:4], nets), x, y, t1=1.0, progress=False,
+            observables={"sv": lambda net: jnp.linalg.svd(net.W, compute_uv=False)},
+        )
+    except ValueError as error:
+        assert "`svd`" in str(error) and "devices=" in str(error), error
+    else:
+        raise AssertionError("a batched svd on two host devices was not refused")
+    print("OK")
+    """
+)
+
+
+def test_implicit_phase_on_two_host_devices_does_not_hang():
+    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    result = subprocess.run(
+        [sys.executable, "-c", _HANG_SCRIPT], env=env, capture_output=True, text=True,
+        timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("OK")
