@@ -49,3 +49,19 @@ def check_positive(name: str, value, *, allow_none: bool = False) -> None:
         return
     if value is None or (not is_traced(value) and not (np.isfinite(value) and value > 0)):
         raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
+
+
+def check_positive_int(name: str, value) -> None:
+    """Refuses anything but a positive integer (a `bool` is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+def check_reduction(reduction) -> None:
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"`reduction` must be 'mean' or 'sum', got {reduction!r}.")
+
+
+def select(pred, on_true, on_false):
+    """`jnp.where(pred, ·, ·)` leaf by leaf over two PyTrees of the same structure."""
+    return jax.tree_util.tree_map(lambda u, v: jnp.where(pred, u, v), on_true, on_false)
