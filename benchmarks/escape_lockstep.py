@@ -12,7 +12,7 @@ Two figures of the numerics issue, measured in one run:
    best any re-batching by predicted duration can do).
 3. **Refill.** The same ensemble through `flow_ensemble(schedule="refill")`: slots that
    take the next seed as soon as theirs ends. Efficiency = steps of all seeds /
-   (slots × loop iterations), measured; wall time against `schedule="chunks"` with
+   (slots × loop iterations), measured; wall time against `schedule="lockstep"` with
    chunks of the same size, both compiled first; the answers checked against the
    lockstep run (same steps and statuses, values to 1e-9).
 
@@ -97,7 +97,7 @@ def lockstep(num_seeds, chunk):
     rng = np.random.default_rng(1)
     scales = 10.0 ** -rng.uniform(2, 20, num_seeds)
     nets = nets_at(scales, seed=1)
-    kwargs = dict(t1=T1, reduction="sum", schedule="chunks", chunk_size=num_seeds, progress=False)
+    kwargs = dict(t1=T1, reduction="sum", schedule="lockstep", chunk_size=num_seeds, progress=False)
     start = time.perf_counter()
     sol = gf.flow_ensemble(nets, x, y, **kwargs)
     run_time = time.perf_counter() - start
@@ -140,7 +140,7 @@ def refill(nets, reference, chunk):
     kwargs = dict(t1=T1, reduction="sum")
     chunks, chunks_time = timed(
         lambda: gf.flow_ensemble(
-            nets, x, y, schedule="chunks", chunk_size=chunk, progress=False, **kwargs
+            nets, x, y, schedule="lockstep", chunk_size=chunk, progress=False, **kwargs
         )
     )
     (sol, stats), refill_time = timed(

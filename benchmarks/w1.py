@@ -200,7 +200,7 @@ def sharded_worker(*, seed: int, num_seeds: int, repeats: int) -> None:
     nets = initial_nets(seed, num_seeds)
     results = []
     for label, solver, rtol in SHARDED_RUNS:
-        kwargs = dict(t1=T1, reduction="sum", schedule="chunks", chunk_size=num_seeds)
+        kwargs = dict(t1=T1, reduction="sum", schedule="lockstep", chunk_size=num_seeds)
         kwargs.update({} if rtol is None else {"rtol": rtol})
         kwargs.update({} if solver is None else {"solver": solver})
         run = lambda: gf.flow_ensemble(nets, x, y, progress=False, **kwargs)  # noqa: E731

@@ -21,7 +21,11 @@ from ._solution import Solution
 from ._validate import check_init_scale, check_problem
 
 
-Schedule = Literal["refill", "chunks"]
+Schedule = Literal["refill", "lockstep"]
+# What `schedule=` accepts: "chunks" is the name "lockstep" had in gradflow 0.1; it is
+# still accepted, for one release.
+ScheduleName = Literal["refill", "lockstep", "chunks"]
+_ALIASES = {"chunks": "lockstep"}
 
 # A refilling chunk holds this many times `num_slots` seeds: its slots idle only while
 # the last seeds of the chunk finish.
@@ -149,7 +153,7 @@ def flow_ensemble(
     y: Float[ArrayLike, "... n"],
     *,
     weights: Float[ArrayLike, "... n"] | None = None,
-    schedule: Schedule = "refill",
+    schedule: ScheduleName = "refill",
     chunk_size: int | None = None,
     num_slots: int = 128,
     progress: bool = True,
@@ -172,12 +176,13 @@ def flow_ensemble(
           seed waits for a slower one; on a mixed-scale W1 ensemble the slots are busy
           92% of the time (71% in lockstep chunks of 128), and the run takes 3× less
           wall time (`benchmarks/escape_lockstep.py`).
-        - `"chunks"`: `jax.vmap` of `gradient_flow` over the chunk, in lockstep: every
-          seed of a chunk takes as many loop iterations as its slowest one. Also what
+        - `"lockstep"`: `jax.vmap` of `gradient_flow` over the chunk: every seed of a
+          chunk takes as many loop iterations as its slowest one. Also what
           `"refill"` falls back to for an activation with kinks (ReLU, ...), whose exact
-          flow (`kinks="exact"`, the default) is event-driven per seed.
+          flow (`kinks="exact"`, the default) is event-driven per seed. `"chunks"`, its
+          name in gradflow 0.1, is accepted as an alias until the next release.
     - `chunk_size`: seeds per compiled call; bounds memory and is the unit of
-      checkpoints and progress. Default: 256 for `"chunks"`, 16 × `num_slots` for
+      checkpoints and progress. Default: 256 for `"lockstep"`, 16 × `num_slots` for
       `"refill"` (whose slots idle only in the tail of a chunk, so a chunk should hold
       many times `num_slots` seeds).
     - `num_slots`: for `"refill"`, the seeds in flight at once (per device).
@@ -209,9 +214,9 @@ def flow_ensemble(
     for name, value in (("nets", nets.a), ("nets", nets.W), ("nets", nets.b), ("x", x), ("y", y)):
         check_finite(name, value)
     check_init_scale(nets)
-    check_schedule(schedule, num_slots)
+    schedule = check_schedule(schedule, num_slots)
     if needs_lockstep(first, flow_kwargs):
-        schedule = "chunks"
+        schedule = "lockstep"
     data = (x, y, None if weights is None else jnp.asarray(weights))
 
     run = _EnsembleChunk(
@@ -247,7 +252,7 @@ class _EnsembleChunk(eqx.Module):
 
     def __call__(self, inputs):
         nets, data_chunk = inputs
-        if self.schedule == "chunks":
+        if self.schedule == "lockstep":
 
             def one(net, data_i):
                 x_i, y_i, w_i = data_i if self.per_seed else self.data
@@ -273,17 +278,20 @@ def needs_lockstep(net: TwoLayerNet, flow_kwargs: dict) -> bool:
     return runs_piecewise(net, flow_kwargs.get("kinks", "exact"))
 
 
-def check_schedule(schedule, num_slots) -> None:
-    if schedule not in ("refill", "chunks"):
-        raise ValueError(f"`schedule` must be 'refill' or 'chunks', got {schedule!r}.")
+def check_schedule(schedule: ScheduleName, num_slots: int) -> Schedule:
+    """`schedule` by its current name, after checking it and `num_slots`."""
+    schedule = _ALIASES.get(schedule, schedule)
+    if schedule not in ("refill", "lockstep"):
+        raise ValueError(f"`schedule` must be 'refill' or 'lockstep', got {schedule!r}.")
     if not isinstance(num_slots, int) or isinstance(num_slots, bool) or num_slots < 1:
         raise ValueError(f"`num_slots` must be a positive integer, got {num_slots!r}.")
+    return schedule
 
 
 def default_chunk_size(schedule: Schedule, chunk_size: int | None, num_slots: int) -> int:
     if chunk_size is not None:
         return chunk_size
-    return 256 if schedule == "chunks" else _REFILL_CHUNK_SLOTS * num_slots
+    return 256 if schedule == "lockstep" else _REFILL_CHUNK_SLOTS * num_slots
 
 
 def _fingerprint(*trees) -> str:

@@ -13,6 +13,7 @@ from ._ensemble import (
     default_chunk_size,
     needs_lockstep,
     Schedule,
+    ScheduleName,
 )
 from ._flow import gradient_flow
 from ._labels import to_dataset
@@ -33,7 +34,7 @@ def sweep(
     scales: Sequence[float],
     num_seeds: int,
     seed: int = 0,
-    schedule: Schedule = "refill",
+    schedule: ScheduleName = "refill",
     chunk_size: int | None = None,
     num_slots: int = 128,
     progress: bool = True,
@@ -70,7 +71,7 @@ def sweep(
         raise ValueError(f"`scales` must be a non-empty list of positive numbers, got {scales}.")
     if not isinstance(num_seeds, int) or num_seeds < 1:
         raise ValueError(f"`num_seeds` must be a positive integer, got {num_seeds!r}.")
-    check_schedule(schedule, num_slots)
+    schedule = check_schedule(schedule, num_slots)
     if "weights" in flow_kwargs:
         raise ValueError("`sweep` sets `weights` itself (to mask padding); do not pass it.")
 
@@ -94,7 +95,7 @@ def sweep(
     probe = init(keys[0], jnp.asarray(scales[0], dtype))
     check_problem(probe, xs[0], ys[0], ws[0])
     if needs_lockstep(probe, flow_kwargs):
-        schedule = "chunks"
+        schedule = "lockstep"
 
     # Flatten the grid (n, scale, seed) into one batch axis, in C order.
     i_n, i_s, i_seed = (v.ravel() for v in np.indices((len(sizes), scales.size, num_seeds)))
@@ -131,7 +132,7 @@ class _SweepChunk(eqx.Module):
 
     def __call__(self, points):
         xs, ys, ws = self.data
-        if self.schedule == "chunks":
+        if self.schedule == "lockstep":
 
             def one(point):
                 net = self.init(point["key"], point["scale"])

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import gradflow as gf
+from gradflow._ensemble import check_schedule
 
 
 def _nets(key, num, scale=1e-6):
@@ -124,7 +125,7 @@ def test_nan_seed_fails_fast_under_vmap(getkey, w1_data):
     assert int(sol.num_steps[1]) < 50
 
 
-@pytest.mark.parametrize("schedule", ["refill", "chunks"])
+@pytest.mark.parametrize("schedule", ["refill", "lockstep"])
 def test_repeated_calls_compile_once(getkey, w1_data, schedule):
     # The chunk function is a module, not a closure over the data: a second ensemble
     # of the same structure (other nets, other data values) must not be traced again.
@@ -142,3 +143,11 @@ def test_repeated_calls_compile_once(getkey, w1_data, schedule):
     assert first > 0
     gf.flow_ensemble(_nets(getkey(), 3), x, 2.0 * y, **kwargs)
     assert len(traces) == first
+
+
+def test_chunks_is_the_old_name_of_lockstep():
+    # Accepted for one release after the rename (gradflow 0.1 called it "chunks").
+    assert check_schedule("chunks", 1) == "lockstep"
+    assert check_schedule("lockstep", 1) == "lockstep"
+    with pytest.raises(ValueError, match="num_slots"):
+        check_schedule("refill", True)

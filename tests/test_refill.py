@@ -130,7 +130,7 @@ def test_escape_to_t1_and_without_escape(getkey, w1_data):
 
 
 @pytest.mark.slow
-def test_sweep_refill_matches_chunks():
+def test_sweep_refill_matches_lockstep():
     def data(n):
         s = np.linspace(-2.0, 2.0, n)
         return np.stack([s, np.ones(n)], axis=1), np.tanh(s + 1.0)
@@ -142,17 +142,17 @@ def test_sweep_refill_matches_chunks():
         sizes=[3, 6], scales=[1e-3, 1e-15], num_seeds=2, t1=25.0, reduction="sum", progress=False
     )
     refill = gf.sweep(init, data, schedule="refill", num_slots=3, **kwargs)
-    chunks = gf.sweep(init, data, schedule="chunks", **kwargs)
-    np.testing.assert_array_equal(refill["status"].values, chunks["status"].values)
-    np.testing.assert_array_equal(refill["num_steps"].values, chunks["num_steps"].values)
-    np.testing.assert_allclose(refill["loss"].values, chunks["loss"].values, rtol=RTOL)
+    lockstep = gf.sweep(init, data, schedule="lockstep", **kwargs)
+    np.testing.assert_array_equal(refill["status"].values, lockstep["status"].values)
+    np.testing.assert_array_equal(refill["num_steps"].values, lockstep["num_steps"].values)
+    np.testing.assert_allclose(refill["loss"].values, lockstep["loss"].values, rtol=RTOL)
 
 
 def test_bad_schedule(getkey, w1_data):
     x, y = w1_data
     nets = _nets(getkey(), [1e-3, 1e-3])
     with pytest.raises(ValueError, match="schedule"):
-        gf.flow_ensemble(nets, x, y, t1=1.0, schedule="lockstep")
+        gf.flow_ensemble(nets, x, y, t1=1.0, schedule="serial")
     with pytest.raises(ValueError, match="num_slots"):
         gf.flow_ensemble(nets, x, y, t1=1.0, num_slots=0)
     with pytest.raises(ValueError, match="data_index"):

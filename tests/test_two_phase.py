@@ -61,7 +61,7 @@ def test_stop_rules_in_either_phase(w1_data, loss_tol):
     assert 0 < sol.t_stop < 1e6
 
 
-@pytest.mark.parametrize("schedule", ["refill", "chunks"])
+@pytest.mark.parametrize("schedule", ["refill", "lockstep"])
 def test_ensembles_take_the_steps_of_gradient_flow(w1_data, schedule):
     # Mixed scales (so seeds switch at different times) and a stop rule that fires in
     # the second phase for some seeds: the refilling loop runs all seeds' explicit phase,
