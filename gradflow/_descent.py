@@ -5,10 +5,10 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Float
 
-from ._flow import Observables
 from ._loss import Reduction, squared_loss
 from ._misc import check_positive, is_traced, ravel_net
 from ._network import TwoLayerNet
+from ._options import Observables
 from ._solution import assemble, observe, Solution
 from ._status import Status, StopReason
 from ._validate import check_problem, check_times
@@ -121,6 +121,7 @@ def _gradient_descent(
         num_accepted_steps=steps,
         num_rejected_steps=jnp.zeros_like(steps),
         num_evaluations=steps,
+        phase_steps=steps[None],
         status=status,
         stop_reason=jnp.where(finite, StopReason.T1, StopReason.FAILED).astype(jnp.int32),
     )

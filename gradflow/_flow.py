@@ -1,33 +1,21 @@
-from collections.abc import Callable, Mapping
-from typing import Literal
+from collections.abc import Callable
 
 import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, PyTree
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
 
 from ._coordinates import AbstractCoordinates, ScaleFree
 from ._loss import Reduction
+from ._misc import select
 from ._network import TwoLayerNet
-from ._piecewise import piecewise_flow
-from ._problem import (
-    finish,
-    flow_options,
-    FlowProblem,
-    implicit_first_step,
-    linear_escape,
-    per_save,
-    runs_piecewise,
-    start,
-    STEP_COUNTS,
-    stop_rules,
-)
+from ._options import flow_options, FlowOptions, Kinks, Observables, Solver
+from ._piecewise import solve_piecewise
+from ._problem import escape_of, FlowProblem, next_phase_first_step, start, stop_rules
+from ._result import finish, per_save, STEP_COUNTS
 from ._solution import Solution
-from ._solver import TwoPhase
-
-
-Observables = Mapping[str, Callable[[TwoLayerNet], PyTree[Array]]]
+from ._solver import Phase, phases_of
 
 
 def gradient_flow(
@@ -40,7 +28,7 @@ def gradient_flow(
     weights: Float[ArrayLike, " n"] | None = None,
     reduction: Reduction = "mean",
     rtol: float = 1e-10,
-    solver: dfx.AbstractAdaptiveSolver | None = None,
+    solver: Solver | None = None,
     coordinates: AbstractCoordinates = ScaleFree(),
     loss_tol: float | None = None,
     stationarity_tol: float | None = None,
@@ -48,7 +36,8 @@ def gradient_flow(
     max_steps: int = 100_000,
     dtmin: float = 1e-12,
     linear_escape: bool = True,
-    kinks: Literal["exact", "smooth"] = "exact",
+    kinks: Kinks = "exact",
+    max_events: int = 4096,
 ) -> Solution:
     """Integrates the gradient flow $\\dot\\theta = -\\nabla L(\\theta)$ of a two-layer net.
 
@@ -88,8 +77,10 @@ def gradient_flow(
       linearised growth rate, so the rule does not fire there. It fires at any
       approximately stationary point away from the origin, saddles included.
     - `observables`: `{name: fn(net)}` evaluated at `ts`.
-    - `max_steps`: solver step budget; a run that exhausts it ends with status
-      `MAX_STEPS_REACHED` and its last state, never an exception.
+    - `max_steps`: solver step budget, per phase of a phased solver such as
+      `TwoPhase` (`Solution.phase_steps` gives the steps of each phase); a run that
+      exhausts it ends with status `MAX_STEPS_REACHED` and its last state, never an
+      exception.
     - `dtmin`: the smallest step, in units of the initial time scale
       $1/\\max(1, \\|\\dot y(0)\\|_\\infty)$ of the ODE state $y$. A run whose step would
       shrink below it ends with status `SOLVER_FAILURE` (or `NONFINITE`). Why: a seed
@@ -107,10 +98,17 @@ def gradient_flow(
       if the field were smooth, which chatters and stalls once a breakplane pins a
       data point. Ignored for smooth activations. The exact integrator has no stop
       rules and no `coordinates` yet.
+    - `max_events`: for the exact flow with kinks, the length of its event log (see
+      `piecewise_flow`).
+
+    What recompiles: the numbers (`t1`, `ts` values, `rtol`, `dtmin`, `loss_tol`,
+    `stationarity_tol`) and the arrays are traced, so new values reuse the compiled
+    program; a new `reduction`, `solver`, `coordinates`, `observables` function,
+    `max_steps`, `max_events`, array shape or dtype compiles anew (see `FlowOptions`).
 
     **Returns:** a `Solution`.
     """
-    (x, y, weights), arrays, statics = flow_options(
+    data, options = flow_options(
         net,
         x,
         y,
@@ -125,145 +123,136 @@ def gradient_flow(
         stationarity_tol=stationarity_tol,
         observables=observables,
         max_steps=max_steps,
+        max_events=max_events,
         dtmin=dtmin,
         linear_escape=linear_escape,
         kinks=kinks,
     )
-    if runs_piecewise(net, kinks):
-        return piecewise_flow(
-            net,
-            x,
-            y,
-            t1=arrays["t1"],
-            ts=arrays["ts"],
-            weights=weights,
-            reduction=reduction,
-            rtol=rtol,
-            solver=piecewise_solver(solver),
-            observables=observables,
-            max_steps=max_steps,
-            dtmin=dtmin,
-        )
-    return _gradient_flow(net, x, y, weights, **arrays, **statics)
+    if options.piecewise:
+        return solve_piecewise(net, data, options)
+    return _gradient_flow(net, data, options)
+
+
+class _Segment(eqx.Module):
+    """Where one phase's `diffeqsolve` ended, and what it saved."""
+
+    y: PyTree[Array]
+    t_stop: Float[Array, ""]
+    saved: PyTree[Array]
+    result: dfx.RESULTS
+    event_mask: dict[str, Bool[Array, ""]]
+    steps: dict[str, Int[Array, ""]]
+
+    def switched(self) -> Bool[Array, ""]:
+        """Whether the phase ended at its switch rule. Diffrax marks only the first rule
+        that holds, by name, and "switch" sorts last: a run that met a user's rule at
+        the same step is not marked as switched."""
+        if "switch" not in self.event_mask:
+            return jnp.asarray(False)
+        return (self.result == dfx.RESULTS.event_occurred) & self.event_mask["switch"]
 
 
 @eqx.filter_jit
-def _gradient_flow(
-    net,
-    x,
-    y,
-    weights,
-    t1,
-    ts,
-    rtol,
-    loss_tol,
-    stationarity_tol,
-    dtmin,
-    *,
-    reduction,
-    solver,
-    coordinates,
-    observables,
-    max_steps,
-    escape_order,
-):
-    problem = FlowProblem(
-        net, x, y, weights, reduction=reduction, coordinates=coordinates, observables=observables
-    )
-    escape = linear_escape(problem, escape_order, rtol, t1)
+def _gradient_flow(net: TwoLayerNet, data: tuple, options: FlowOptions) -> Solution:
+    problem = FlowProblem.of(net, data, options)
+    t1 = options.t1
+    escape = escape_of(problem, options.escape_order, options.rtol, t1)
     t0, y0, time_unit = start(problem, escape, t1)
-    rules = stop_rules(problem, loss_tol, stationarity_tol)
-    controller = coordinates.controller(rtol, dtmin * time_unit)
+    controller = options.coordinates.controller(options.rtol, options.dtmin * time_unit)
+    first, *later = phases_of(options.solver)
 
-    def solve(solver, t_start, y_start, dt0, rules):
-        event = dfx.Event({name: _condition(rule) for name, rule in rules.items()})
-        sol = dfx.diffeqsolve(
-            dfx.ODETerm(problem.field),
-            solver,
-            t0=t_start,
-            t1=t1,
-            dt0=dt0,
-            y0=y_start,
-            # Save times before the start (inside the jumped phase, or before the switch of
-            # a `TwoPhase` run) are filled in from elsewhere.
-            saveat=dfx.SaveAt(
-                subs=[
-                    dfx.SubSaveAt(t1=True),
-                    dfx.SubSaveAt(
-                        ts=jnp.maximum(ts, t_start),
-                        fn=lambda t, state, args: problem.observe(problem.to_params(state)),
-                    ),
-                ]
+    run = _solve_phase(problem, options, controller, first, t0, y0, 0.01 * time_unit)
+    # The run so far, and the phase that ended last: a later phase starts where that
+    # one switched; a run that did not switch enters it at t1 and takes no step there.
+    segment, phase_start = run, t0
+    phase_steps = [run.steps["num_steps"]]
+    for phase in later:
+        switched = segment.switched()
+        t_switch = segment.t_stop
+        segment = _solve_phase(
+            problem, options, controller, phase,
+            jnp.where(switched, t_switch, t1),
+            segment.y,
+            next_phase_first_step(t_switch, phase_start, segment.steps["num_accepted_steps"]),
+        )  # fmt: skip
+        phase_start = t_switch
+        late = options.ts > jnp.where(switched, t_switch, jnp.inf)
+        run = _Segment(
+            y=select(switched, segment.y, run.y),
+            t_stop=jnp.where(switched, segment.t_stop, run.t_stop),
+            saved=jax.tree_util.tree_map(
+                lambda new, old: jnp.where(per_save(late, new), new, old), segment.saved, run.saved
             ),
-            stepsize_controller=controller,
-            event=event if rules else None,
-            max_steps=max_steps,
-            throw=False,
+            result=dfx.RESULTS.where(switched, segment.result, run.result),
+            event_mask={
+                name: jnp.where(switched, segment.event_mask[name], held)
+                for name, held in run.event_mask.items()
+                if name != "switch"
+            },
+            steps={
+                name: run.steps[name] + jnp.where(switched, segment.steps[name], 0)
+                for name in STEP_COUNTS
+            },
         )
-        (final, saved), stats = sol.ys, sol.stats
-        end = jax.tree_util.tree_map(lambda leaf: leaf[-1], final)
-        steps = {name: stats[name] for name in STEP_COUNTS}
-        return end, sol.ts[0][-1], saved, sol.result, sol.event_mask or {}, steps
-
-    dt0 = 0.01 * time_unit
-    if not isinstance(solver, TwoPhase):
-        y_end, t_stop, saved, result, mask, steps = solve(solver, t0, y0, dt0, rules)
-        implicit_steps = None
-    else:
-        y_1, t_1, saved_1, result_1, mask_1, steps_1 = solve(
-            solver.explicit,
-            t0,
-            y0,
-            dt0,
-            stop_rules(problem, loss_tol, stationarity_tol, solver.switch_tol),
-        )
-        # Diffrax marks only the first rule that holds, by name, and "switch" sorts last: a
-        # run that met a user's rule at the same step is not marked as switched.
-        switched = (result_1 == dfx.RESULTS.event_occurred) & mask_1["switch"]
-        # The implicit phase from the switch, with the explicit phase's mean step to start;
-        # a run that did not switch enters it at t1 and takes no step there.
-        y_2, t_2, saved_2, result_2, mask_2, steps_2 = solve(
-            solver.implicit,
-            jnp.where(switched, t_1, t1),
-            y_1,
-            implicit_first_step(t_1, t0, steps_1["num_accepted_steps"]),
-            rules,
-        )
-        pick = lambda a, b: jax.tree_util.tree_map(  # noqa: E731
-            lambda u, v: jnp.where(switched, u, v), a, b
-        )
-        y_end, t_stop = pick((y_2, t_2), (y_1, t_1))
-        result = dfx.RESULTS.where(switched, result_2, result_1)
-        mask = {name: pick(mask_2[name], mask_1[name]) for name in rules}
-        late = ts > jnp.where(switched, t_1, jnp.inf)
-        saved = jax.tree_util.tree_map(
-            lambda a, b: jnp.where(per_save(late, a), a, b), saved_2, saved_1
-        )
-        implicit_steps = jnp.where(switched, steps_2["num_steps"], 0)
-        steps = {name: steps_1[name] + jnp.where(switched, steps_2[name], 0) for name in steps_1}
+        phase_steps.append(jnp.where(switched, segment.steps["num_steps"], 0))
     return finish(
         problem,
         escape,
-        solver,
-        ts,
-        saved,
+        options.solver,
+        options.ts,
+        run.saved,
         t0=t0,
-        y=y_end,
-        t_stop=t_stop,
-        result=result,
-        event_mask=mask,
-        implicit_steps=implicit_steps,
-        **steps,
+        y=run.y,
+        t_stop=run.t_stop,
+        result=run.result,
+        event_mask=run.event_mask,
+        phase_steps=phase_steps,
+        num_accepted_steps=run.steps["num_accepted_steps"],
+        num_rejected_steps=run.steps["num_rejected_steps"],
     )
 
 
-def piecewise_solver(solver):
-    """The explicit solver that `piecewise_flow` steps between kinks with."""
-    if solver is None:
-        return dfx.Tsit5()
-    return solver.explicit if isinstance(solver, TwoPhase) else solver
+def _solve_phase(
+    problem: FlowProblem, options: FlowOptions, controller, phase: Phase, t_start, y_start, dt0
+) -> _Segment:
+    """One phase's `diffeqsolve` from `t_start` to `t1`, with the user's stop rules and
+    the phase's switch."""
+    rules = stop_rules(problem, options.loss_tol, options.stationarity_tol, phase.switch_tol)
+    event = dfx.Event({name: _condition(rule) for name, rule in rules.items()})
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(problem.field),
+        phase.solver,
+        t0=t_start,
+        t1=options.t1,
+        dt0=dt0,
+        y0=y_start,
+        # Save times before the start (inside the jumped phase, or before a switch) are
+        # filled in from elsewhere.
+        saveat=dfx.SaveAt(
+            subs=[
+                dfx.SubSaveAt(t1=True),
+                dfx.SubSaveAt(
+                    ts=jnp.maximum(options.ts, t_start),
+                    fn=lambda t, state, args: problem.observe(problem.to_params(state)),
+                ),
+            ]
+        ),
+        stepsize_controller=controller,
+        event=event if rules else None,
+        max_steps=options.max_steps,
+        throw=False,
+    )
+    (final, saved), stats = sol.ys, sol.stats
+    return _Segment(
+        y=jax.tree_util.tree_map(lambda leaf: leaf[-1], final),
+        t_stop=sol.ts[0][-1],
+        saved=saved,
+        result=sol.result,
+        event_mask=sol.event_mask or {},
+        steps={name: stats[name] for name in STEP_COUNTS},
+    )
 
 
-def _condition(rule):
+def _condition(rule: Callable) -> Callable:
     """A stop rule of the state as a Diffrax event condition, a function of `(t, y, args)`."""
     return lambda t, state, args, **kwargs: rule(state)

@@ -23,7 +23,7 @@ def to_dataset(solution: Solution, grid: "dict[str, np.ndarray] | None" = None):
     of runs (C order), e.g. `{"n": sizes, "scale": scales, "seed": seeds}`; the
     default is one `seed` axis. Variables: `loss` and each observable over `time`,
     the final parameters `a`, `W`, `b`, and the per-run `t_stop`, `status`,
-    `stop_reason`, `num_steps`, `num_evaluations`. `attrs` carry the code meanings.
+    `stop_reason`, `num_steps`, `num_evaluations`, `phase_steps`. `attrs` carry the code meanings.
     """
     xr = _xarray()
     status = np.asarray(solution.status)
@@ -47,6 +47,7 @@ def to_dataset(solution: Solution, grid: "dict[str, np.ndarray] | None" = None):
         "stop_reason": var(solution.stop_reason, ()),
         "num_steps": var(solution.num_steps, ()),
         "num_evaluations": var(solution.num_evaluations, ()),
+        "phase_steps": var(solution.phase_steps, ("phase",)),
     }
     for name, dims_p in _PARAM_DIMS.items():
         value = getattr(solution.net, name)

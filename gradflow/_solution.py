@@ -24,6 +24,8 @@ class Solution(eqx.Module):
     - `num_steps`: accepted plus rejected solver steps (gradient steps for descent).
     - `num_accepted_steps`, `num_rejected_steps`.
     - `num_evaluations`: gradient evaluations, counted from the solver's tableau.
+    - `phase_steps`: the steps (accepted plus rejected) of each phase of a phased
+      solver such as `TwoPhase`, shape `(phases,)`; one entry for any other solver.
     - `status`: integer code, `0` = success; see `Status` and `.message`.
     - `stop_reason`: integer code, see `StopReason`.
     """
@@ -38,6 +40,7 @@ class Solution(eqx.Module):
     num_accepted_steps: Int[Array, ""]
     num_rejected_steps: Int[Array, ""]
     num_evaluations: Int[Array, ""]
+    phase_steps: Int[Array, " phases"]
     status: Int[Array, ""]
     stop_reason: Int[Array, ""]
 

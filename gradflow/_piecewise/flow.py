@@ -1,5 +1,3 @@
-from collections.abc import Callable, Mapping
-
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -7,21 +5,16 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
 
 from .._loss import Reduction, squared_loss
-from .._misc import check_positive
 from .._network import TwoLayerNet
+from .._options import flow_options, FlowOptions, Observables
+from .._problem import time_unit as initial_time_unit
+from .._result import evaluations_per_step as solver_evaluations_per_step
 from .._solution import assemble, observe, Solution
 from .._solver import Unrolled
 from .._status import Status, StopReason
-from .._validate import check_problem, check_times
 from .events import EventKind, EventLog
 from .pattern import breakplanes_of, initial_pieces, is_pinned
 from .sliding import PiecewiseField
-
-
-Observables = Mapping[str, Callable[[TwoLayerNet], PyTree[Array]]]
-
-# Names `piecewise_flow` adds to `Solution.observables`.
-_BUILTIN_OBSERVABLES = ("events", "num_pinned", "num_crossings")
 
 
 def piecewise_flow(
@@ -76,48 +69,35 @@ def piecewise_flow(
     `observables` hold `"num_pinned"` and `"num_crossings"` at `ts` (pins held; crossings so
     far) and `"events"`, an `EventLog` of the whole run (not per save time).
     """
-    x, y, weights = check_problem(net, x, y, weights)
-    t1, ts = check_times(t1, ts, x.dtype)
-    check_positive("rtol", rtol)
-    check_positive("dtmin", dtmin)
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"`reduction` must be 'mean' or 'sum', got {reduction!r}.")
-    for name, value in (("max_steps", max_steps), ("max_events", max_events)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    explicit = isinstance(solver, dfx.AbstractERK | Unrolled)
-    if not explicit or getattr(solver, "tableau", None) is None:
-        raise TypeError(
-            "`solver` must be an explicit Runge–Kutta Diffrax solver with an embedded error "
-            f"estimate, such as `diffrax.Tsit5()` or `gradflow.Unrolled(diffrax.Tsit5())`, "
-            f"got {type(solver).__name__}."
-        )
-    if getattr(solver.tableau, "b_error", None) is None:
-        raise TypeError(f"`solver` ({type(solver).__name__}) has no error estimate.")
-    observables = dict(observables or {})
-    clash = sorted(set(observables) & set(_BUILTIN_OBSERVABLES))
-    if clash:
-        raise ValueError(
-            f"`observables` uses the reserved name(s) {clash}: `piecewise_flow` records "
-            f"{_BUILTIN_OBSERVABLES} itself. Rename yours."
-        )
-    breakplanes = breakplanes_of(net.activation)
-    as_array = lambda v: jnp.asarray(v, x.dtype)  # noqa: E731
+    data, options = flow_options(
+        net, x, y, weights, t1=t1, ts=ts, reduction=reduction, rtol=rtol, solver=solver,
+        observables=observables, max_steps=max_steps, max_events=max_events, dtmin=dtmin,
+        kinks="exact",
+    )  # fmt: skip
+    if not options.piecewise:
+        breakplanes_of(net.activation)  # says that a smooth activation has no kinks
+    return solve_piecewise(net, data, options)
+
+
+def solve_piecewise(net: TwoLayerNet, data: tuple, options: FlowOptions) -> Solution:
+    """`piecewise_flow` on checked data and options (what `gradient_flow` runs for an
+    activation with kinks)."""
+    x, y, weights = data
     return _piecewise_flow(
         net,
         x,
         y,
         weights,
-        t1,
-        ts,
-        as_array(rtol),
-        as_array(dtmin),
-        reduction=reduction,
-        solver=solver,
-        observables=observables,
-        max_steps=max_steps,
-        max_events=max_events,
-        breakplanes=breakplanes,
+        options.t1,
+        options.ts,
+        options.rtol,
+        options.dtmin,
+        reduction=options.reduction,
+        solver=options.solver,
+        observables=options.observables,
+        max_steps=options.max_steps,
+        max_events=options.max_events,
+        breakplanes=breakplanes_of(net.activation),
     )
 
 
@@ -248,8 +228,9 @@ def _piecewise_flow(
     h_free0, h_pin0 = field.margins(z0, alpha0, pieces0, slots0)
     # The initial time scale, as in `gradient_flow`: the first step and `dtmin` are
     # measured in it.
-    rate = _norm(velocity0) / _norm(state0)
-    time_unit = jnp.where(jnp.isfinite(rate), 1 / jnp.maximum(rate, 1), 1)
+    # Its state is θ itself (no scale-free coordinates), so the rate is made relative
+    # here.
+    time_unit = initial_time_unit(_norm(velocity0) / _norm(state0))
     dtmin = dtmin * time_unit
     args0 = (pieces0, slots0)
     solver_state0 = solver.init(term, jnp.zeros_like(t1), t1, state0, args0)
@@ -258,7 +239,8 @@ def _piecewise_flow(
     )
     dense0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), step_shape[2])
     error_exponent = -1.0 / solver.order(term)
-    evaluations_per_step = len(solver.tableau.c) + 1 - int(solver.tableau.fsal) + 1
+    # The solver's stages, and one evaluation of the margins at the step's end.
+    evaluations_per_step = solver_evaluations_per_step(solver)[0] + 1
 
     log0 = EventLog.empty(max_events, dtype)
     template = snapshot(state0, pieces0, log0)
@@ -534,6 +516,7 @@ def _piecewise_flow(
         num_accepted_steps=c.num_accepted_steps,
         num_rejected_steps=num_steps - c.num_accepted_steps,
         num_evaluations=c.num_evaluations,
+        phase_steps=num_steps[None],
         status=status,
         stop_reason=jnp.where(status == Status.SUCCESS, StopReason.T1, StopReason.FAILED).astype(
             jnp.int32

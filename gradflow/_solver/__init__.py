@@ -3,6 +3,15 @@ from .base import (
     RosenbrockInterpolation as RosenbrockInterpolation,
     RosenbrockTableau as RosenbrockTableau,
 )
+from .default import (
+    default_solver as default_solver,
+    ROSENBROCK_MAX_PARAMS as ROSENBROCK_MAX_PARAMS,
+)
+from .phased import (
+    AbstractPhasedSolver as AbstractPhasedSolver,
+    Phase as Phase,
+    phases_of as phases_of,
+)
 from .rosenbrock import Rodas4 as Rodas4, Rodas5P as Rodas5P
 from .two_phase import TwoPhase as TwoPhase
 from .unrolled import Unrolled as Unrolled

@@ -1,11 +1,12 @@
 import diffrax as dfx
 import equinox as eqx
 
+from .phased import AbstractPhasedSolver, Phase
 from .rosenbrock import Rodas5P
 from .unrolled import Unrolled
 
 
-class TwoPhase(eqx.Module):
+class TwoPhase(AbstractPhasedSolver):
     """An explicit solver while the flow is not stiff, an implicit one after.
 
     A gradient flow from a small init is not stiff while it escapes and fits the data
@@ -22,11 +23,15 @@ class TwoPhase(eqx.Module):
 
     ```python
     sol = gf.gradient_flow(net, x, y, t1=1e8, solver=gf.TwoPhase())
+    sol.phase_steps  # steps of the explicit and of the implicit phase
     ```
 
-    `max_steps` bounds each phase. In `flow_ensemble` and `sweep` (refilling schedule)
-    all seeds first run the explicit phase, then the seeds that switched run the
-    implicit one, each phase refilling its slots from its own queue.
+    `max_steps` bounds each phase (so a run takes at most twice `max_steps`), and
+    `Solution.phase_steps` gives the steps of each. In `flow_ensemble` and `sweep`
+    (refilling schedule) all seeds first run the explicit phase, then the seeds that
+    switched run the implicit one, each phase refilling its slots from its own queue.
+    The exact flow of an activation with kinks steps with `explicit` between its
+    events.
     """
 
     explicit: dfx.AbstractAdaptiveSolver = Unrolled(dfx.Tsit5())
@@ -39,3 +44,6 @@ class TwoPhase(eqx.Module):
                 raise TypeError(f"`TwoPhase.{name}` must be an adaptive Diffrax solver.")
         if not self.switch_tol > 0:
             raise ValueError(f"`switch_tol` must be positive, got {self.switch_tol!r}.")
+
+    def phases(self) -> tuple[Phase, ...]:
+        return (Phase(self.explicit, self.switch_tol), Phase(self.implicit))

@@ -1,0 +1,186 @@
+"""The options of a flow solve: built and checked once, at trace time, then passed whole
+through every driver (`gradient_flow`, `piecewise_flow`, the refilling ensemble)."""
+
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import diffrax as dfx
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree
+
+from ._coordinates import AbstractCoordinates, ScaleFree
+from ._escape import escape_order
+from ._loss import Reduction
+from ._misc import all_concrete, check_positive, check_positive_int, check_reduction
+from ._network import TwoLayerNet
+from ._solver import AbstractPhasedSolver, default_solver, phases_of, Unrolled
+from ._validate import check_problem, check_times
+
+
+Observables = Mapping[str, Callable[[TwoLayerNet], PyTree[Array]]]
+Kinks = Literal["exact", "smooth"]
+Solver = dfx.AbstractAdaptiveSolver | AbstractPhasedSolver
+
+# Names `piecewise_flow` adds to `Solution.observables`.
+PIECEWISE_OBSERVABLES = ("events", "num_pinned", "num_crossings")
+
+
+class FlowOptions(eqx.Module):
+    """Every option of one flow solve, as `flow_options` checked and completed them.
+
+    The numbers are arrays of the data's dtype, traced by `jit` (a new `t1` or `rtol`
+    does not recompile); everything else is static and part of the compiled program's
+    identity (a new `reduction`, solver, observable or `max_steps` compiles anew).
+    See `gradient_flow` for the meaning of each.
+    """
+
+    t1: Float[Array, ""]
+    ts: Float[Array, " T"]
+    rtol: Float[Array, ""]
+    dtmin: Float[Array, ""]
+    loss_tol: Float[Array, ""] | None
+    stationarity_tol: Float[Array, ""] | None
+    solver: Solver
+    coordinates: AbstractCoordinates
+    observables: dict[str, Callable]
+    reduction: Reduction = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+    max_events: int = eqx.field(static=True)
+    # The order of the linear escape's neglected terms; 0 where there is no jump.
+    escape_order: int = eqx.field(static=True)
+    # Whether the exact event-driven flow of `piecewise_flow` runs (kinked activation
+    # and `kinks="exact"`).
+    piecewise: bool = eqx.field(static=True)
+
+
+def runs_piecewise(net: TwoLayerNet, kinks: Kinks) -> bool:
+    """Whether `gradient_flow` runs the exact, event-driven flow of `piecewise_flow`: an
+    activation with kinks, and `kinks="exact"`."""
+    return kinks == "exact" and not net.activation.is_smooth
+
+
+def flow_options(
+    net: TwoLayerNet,
+    x,
+    y,
+    weights,
+    *,
+    t1,
+    ts=None,
+    reduction: Reduction = "mean",
+    rtol: float = 1e-10,
+    solver: Solver | None = None,
+    coordinates: AbstractCoordinates = ScaleFree(),
+    loss_tol: float | None = None,
+    stationarity_tol: float | None = None,
+    observables: Observables | None = None,
+    max_steps: int = 100_000,
+    max_events: int = 4096,
+    dtmin: float = 1e-12,
+    linear_escape: bool = True,
+    kinks: Kinks = "exact",
+) -> tuple[tuple, FlowOptions]:
+    """Checks one seed's problem and the options of its solve, at trace time, and fills
+    in the defaults that depend on the net (the solver, the escape).
+
+    **Returns:** `((x, y, weights), options)`: the data as arrays and a `FlowOptions`.
+    """
+    x, y, weights = check_problem(net, x, y, weights)
+    t1, ts = check_times(t1, ts, x.dtype)
+    check_positive("rtol", rtol)
+    check_positive("dtmin", dtmin)
+    check_positive("loss_tol", loss_tol, allow_none=True)
+    check_positive("stationarity_tol", stationarity_tol, allow_none=True)
+    check_reduction(reduction)
+    check_positive_int("max_steps", max_steps)
+    check_positive_int("max_events", max_events)
+    if not isinstance(coordinates, AbstractCoordinates):
+        raise TypeError("`coordinates` must be an `AbstractCoordinates`, e.g. `ScaleFree()`.")
+    if solver is not None and not isinstance(solver, Solver):
+        raise TypeError(
+            "`solver` must be an adaptive Diffrax solver such as `diffrax.Tsit5()` or "
+            "`gradflow.Rodas5P()`, a `gradflow.TwoPhase`, or None for the default; got "
+            f"{type(solver).__name__}."
+        )
+    if kinks not in ("exact", "smooth"):
+        raise ValueError(f"`kinks` must be 'exact' or 'smooth', got {kinks!r}.")
+    observables = dict(observables or {})
+    piecewise = runs_piecewise(net, kinks)
+    if piecewise:
+        _check_piecewise(net, loss_tol, stationarity_tol, coordinates, observables)
+        solver = _stepper_between_kinks(solver)
+    else:
+        _check_scale_free(net, coordinates)
+        solver = default_solver(net) if solver is None else solver
+    as_array = lambda v: None if v is None else jnp.asarray(v, x.dtype)  # noqa: E731
+    options = FlowOptions(
+        t1=t1,
+        ts=ts,
+        rtol=as_array(rtol),
+        dtmin=as_array(dtmin),
+        loss_tol=as_array(loss_tol),
+        stationarity_tol=as_array(stationarity_tol),
+        solver=solver,
+        coordinates=coordinates,
+        observables=observables,
+        reduction=reduction,
+        max_steps=max_steps,
+        max_events=max_events,
+        escape_order=escape_order(net) if linear_escape and not piecewise else 0,
+        piecewise=piecewise,
+    )
+    return (x, y, weights), options
+
+
+def _check_scale_free(net: TwoLayerNet, coordinates: AbstractCoordinates) -> None:
+    if isinstance(coordinates, ScaleFree) and coordinates.layerwise and all_concrete(net):
+        for name in ("a", "W"):
+            if not jnp.any(getattr(net, name) != 0):
+                raise ValueError(
+                    f"`net.{name}` is all zero, so its layer has no scale for "
+                    "`ScaleFree(layerwise=True)` to be relative to. Pass "
+                    "`coordinates=gradflow.ScaleFree(layerwise=False)`."
+                )
+
+
+def _check_piecewise(net, loss_tol, stationarity_tol, coordinates, observables) -> None:
+    unsupported = [
+        name
+        for name, given in (
+            ("loss_tol", loss_tol is not None),
+            ("stationarity_tol", stationarity_tol is not None),
+            ("coordinates", coordinates != ScaleFree()),
+        )
+        if given
+    ]
+    if unsupported:
+        raise ValueError(
+            f"{', '.join(f'`{name}`' for name in unsupported)} not supported by the exact "
+            f"integrator for the kinks of {type(net.activation).__name__}. Drop them, or "
+            "pass `kinks='smooth'` to step over the kinks with the smooth solver."
+        )
+    clash = sorted(set(observables) & set(PIECEWISE_OBSERVABLES))
+    if clash:
+        raise ValueError(
+            f"`observables` uses the reserved name(s) {clash}: `piecewise_flow` records "
+            f"{PIECEWISE_OBSERVABLES} itself. Rename yours."
+        )
+
+
+def _stepper_between_kinks(solver: Solver | None) -> dfx.AbstractAdaptiveSolver:
+    """The explicit solver that the exact flow with kinks steps with between its events:
+    Tsit5 by default, the first phase of a phased solver."""
+    if solver is None:
+        return dfx.Tsit5()
+    solver = phases_of(solver)[0].solver
+    explicit = isinstance(solver, dfx.AbstractERK | Unrolled)
+    if not explicit or getattr(solver, "tableau", None) is None:
+        raise TypeError(
+            "`solver` must be an explicit Runge–Kutta Diffrax solver with an embedded error "
+            f"estimate, such as `diffrax.Tsit5()` or `gradflow.Unrolled(diffrax.Tsit5())`, "
+            f"got {type(solver).__name__}."
+        )
+    if getattr(solver.tableau, "b_error", None) is None:
+        raise TypeError(f"`solver` ({type(solver).__name__}) has no error estimate.")
+    return solver
