@@ -22,6 +22,7 @@ from ._activation import (  # noqa: E402
     Softplus as Softplus,
     Tanh as Tanh,
 )
+from ._chunks import run_chunks as run_chunks  # noqa: E402
 from ._coordinates import (  # noqa: E402
     AbstractCoordinates as AbstractCoordinates,
     Cartesian as Cartesian,
@@ -31,8 +32,9 @@ from ._descent import (  # noqa: E402
     distance_to_flow as distance_to_flow,
     gradient_descent as gradient_descent,
 )
-from ._ensemble import flow_ensemble as flow_ensemble, run_chunks as run_chunks  # noqa: E402
+from ._ensemble import flow_ensemble as flow_ensemble  # noqa: E402
 from ._flow import gradient_flow as gradient_flow  # noqa: E402
+from ._grid import Grid as Grid, pad_samples as pad_samples  # noqa: E402
 from ._init import net_with_imbalance as net_with_imbalance, random_net as random_net  # noqa: E402
 from ._labels import to_dataset as to_dataset  # noqa: E402
 from ._loss import squared_loss as squared_loss  # noqa: E402

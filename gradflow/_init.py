@@ -5,17 +5,11 @@ import jax.numpy as jnp
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
 from ._activation import AbstractActivation
-from ._misc import is_traced
+from ._misc import check_positive_int, is_traced
 from ._network import TwoLayerNet
 
 
 Distribution = Literal["gaussian", "sphere"]
-
-
-def _check_dims(width: int, dim: int) -> None:
-    for name, value in (("width", width), ("dim", dim)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
 def random_net(
@@ -38,7 +32,8 @@ def random_net(
 
     `scale` may be a traced scalar, so a sweep over init scales compiles once.
     """
-    _check_dims(width, dim)
+    check_positive_int("width", width)
+    check_positive_int("dim", dim)
     if not is_traced(scale):
         if float(scale) <= 0 or not jnp.isfinite(float(scale)):
             raise ValueError(f"`scale` must be positive and finite, got {scale!r}.")

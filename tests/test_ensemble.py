@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import gradflow as gf
-from gradflow._ensemble import check_schedule
+from gradflow._schedule import check_schedule
 
 
 def _nets(key, num, scale=1e-6):

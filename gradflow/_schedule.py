@@ -1,0 +1,94 @@
+"""How the runs of one chunk share the solver loop (the `schedule` of `flow_ensemble` and
+`sweep`), and the chunk function that runs them."""
+
+from collections.abc import Callable
+from typing import Literal
+
+import equinox as eqx
+import jax
+from jaxtyping import PyTree
+
+from ._flow import gradient_flow
+from ._misc import check_positive_int
+from ._network import TwoLayerNet
+from ._problem import runs_piecewise
+from ._refill import refill_flow
+from ._solution import Solution
+
+
+Schedule = Literal["refill", "lockstep"]
+# What `schedule=` accepts: "chunks" is the name "lockstep" had in gradflow 0.1; it is
+# still accepted, for one release.
+ScheduleName = Literal["refill", "lockstep", "chunks"]
+_ALIASES = {"chunks": "lockstep"}
+
+# A refilling chunk holds this many times `num_slots` seeds: its slots idle only while
+# the last seeds of the chunk finish.
+_REFILL_CHUNK_SLOTS = 16
+_LOCKSTEP_CHUNK_SIZE = 256
+
+
+def check_schedule(schedule: ScheduleName, num_slots: int) -> Schedule:
+    """`schedule` by its current name, after checking it and `num_slots`."""
+    schedule = _ALIASES.get(schedule, schedule)
+    if schedule not in ("refill", "lockstep"):
+        raise ValueError(f"`schedule` must be 'refill' or 'lockstep', got {schedule!r}.")
+    check_positive_int("num_slots", num_slots)
+    return schedule
+
+
+def schedule_for(schedule: Schedule, net: TwoLayerNet, flow_kwargs: dict) -> Schedule:
+    """`"lockstep"` where `gradient_flow` with these options is more than an ODE solver
+    stepping a smooth field, which the refilling loop cannot run: the exact flow of an
+    activation with kinks, event-driven per seed. `schedule` otherwise."""
+    return "lockstep" if runs_piecewise(net, flow_kwargs.get("kinks", "exact")) else schedule
+
+
+def default_chunk_size(schedule: Schedule, chunk_size: int | None, num_slots: int) -> int:
+    if chunk_size is not None:
+        return chunk_size
+    return _LOCKSTEP_CHUNK_SIZE if schedule == "lockstep" else _REFILL_CHUNK_SLOTS * num_slots
+
+
+class FlowChunk(eqx.Module):
+    """`gradient_flow` from every point of one chunk, the points sharing the solver loop
+    as `schedule` says:
+
+    - `"lockstep"`: `jax.vmap` of `gradient_flow`, so every point takes as many loop
+      iterations as the slowest one of its chunk;
+    - `"refill"`: `num_slots` points side by side, a slot refilled as soon as its point
+      ends (`refill_flow`).
+
+    A chunk is `(inputs, data_index)`, each with a leading point axis. `inputs` are the
+    initial nets, or, with `init`, the arguments of `init(*inputs) -> net` (so a sweep
+    draws each net inside the compiled program). `data_index` is `None` where every
+    point uses `data`, or picks each point's data set from the table `data`.
+
+    A module rather than a closure: `filter_jit` traces its arrays, so every chunk of
+    every run with the same structure and options reuses one compilation (a closure
+    made per call would compile anew).
+    """
+
+    init: Callable[..., TwoLayerNet] | None = eqx.field(static=True)
+    # (x, y, weights): shared, (n, d), (n,), (n,); or a table (K, n, d), (K, n), (K, n).
+    data: tuple
+    flow_kwargs: dict
+    schedule: Schedule = eqx.field(static=True)
+    num_slots: int = eqx.field(static=True)
+
+    def __call__(self, chunk: tuple[PyTree, PyTree]) -> Solution:
+        inputs, data_index = chunk
+        nets = inputs if self.init is None else jax.vmap(self.init)(*inputs)
+        if self.schedule == "lockstep":
+            return jax.vmap(self._one)(nets, data_index)
+        x, y, weights = self.data
+        solution, _ = refill_flow(
+            nets, x, y, weights=weights, data_index=data_index, num_slots=self.num_slots,
+            **self.flow_kwargs,
+        )  # fmt: skip
+        return solution
+
+    def _one(self, net: TwoLayerNet, i) -> Solution:
+        data = self.data if i is None else jax.tree_util.tree_map(lambda v: v[i], self.data)
+        x, y, weights = data
+        return gradient_flow(net, x, y, weights=weights, **self.flow_kwargs)
