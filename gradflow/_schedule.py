@@ -11,7 +11,7 @@ from jaxtyping import PyTree
 from ._flow import gradient_flow
 from ._misc import check_positive_int
 from ._network import TwoLayerNet
-from ._problem import runs_piecewise
+from ._options import runs_piecewise
 from ._refill import refill_flow
 from ._solution import Solution
 
