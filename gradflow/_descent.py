@@ -31,7 +31,9 @@ def gradient_descent(
     Optax optimizer, on the same problem and with the same `Solution` as `gradient_flow`.
 
     Step $k$ is identified with time $t = k\\eta$, so the two can be compared at the
-    same `ts` (see `distance_to_flow`); a time in `ts` is rounded to the nearest step.
+    same times (see `distance_to_flow`): a time in `ts` is rounded to the nearest step,
+    and `Solution.ts` reports the time $k\\eta$ of the state saved there. For save
+    times that are multiples of $\\eta$ they are the requested ones.
 
     **Arguments:** as `gradient_flow`, plus
 
@@ -114,8 +116,10 @@ def _gradient_descent(
     return assemble(
         unravel,
         theta_end,
-        ts,
+        # The times the saved states belong to: step k is time kη.
+        save_steps.astype(ts.dtype) * learning_rate,
         saved,
+        loss_of=loss_of,
         t_stop=num_steps * learning_rate,
         num_steps=steps,
         num_accepted_steps=steps,
@@ -141,8 +145,10 @@ def distance_to_flow(other: Solution, flow: Solution) -> Float[Array, "... T"]:
         np.asarray(other.ts), np.asarray(flow.ts)
     ):
         raise ValueError(
-            "`other` and `flow` must be saved at the same `ts`; pass the same `ts` to "
-            "`gradient_descent` and `gradient_flow`."
+            "`other` and `flow` must be saved at the same `ts`. Gradient descent saves "
+            "at multiples of its learning rate (its `ts` are the times kη of its saved "
+            "states): pass those to the flow, `gradient_flow(..., ts=descent.ts)`, or "
+            "choose save times that are multiples of the learning rate."
         )
     diff = jax.tree_util.tree_map(lambda p, q: p - q, other.nets, flow.nets)
     return jnp.sqrt(_net_sq_norm(diff) / _net_sq_norm(flow.nets))

@@ -10,7 +10,7 @@ from ._coordinates import AbstractCoordinates, ScaleFree
 from ._loss import Reduction
 from ._misc import select
 from ._network import TwoLayerNet
-from ._options import flow_options, FlowOptions, Kinks, Observables, Solver
+from ._options import describe, flow_options, FlowOptions, Kinks, Observables, Solver
 from ._piecewise import solve_piecewise
 from ._problem import escape_of, FlowProblem, next_phase_first_step, start, stop_rules
 from ._result import finish, per_save, STEP_COUNTS
@@ -128,9 +128,8 @@ def gradient_flow(
         linear_escape=linear_escape,
         kinks=kinks,
     )
-    if options.piecewise:
-        return solve_piecewise(net, data, options)
-    return _gradient_flow(net, data, options)
+    solve = solve_piecewise if options.piecewise else _gradient_flow
+    return solve(net, data, options).with_info(describe(options, data))
 
 
 class _Segment(eqx.Module):

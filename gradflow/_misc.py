@@ -38,10 +38,16 @@ def check_finite(name: str, value) -> None:
     if value is None or is_traced(value):
         return
     if not np.all(np.isfinite(np.asarray(value))):
-        raise ValueError(
-            f"`{name}` contains NaN or inf. Remove or impute those entries first "
-            "(to drop a sample, give it weight 0 rather than a NaN target)."
-        )
+        raise ValueError(f"`{name}` contains NaN or inf. {_NONFINITE_ADVICE.get(name, '')}")
+
+
+_NONFINITE_ADVICE = {
+    "x": "Remove or impute those samples first.",
+    "y": "Remove those samples, or give them weight 0 (and a finite placeholder target).",
+    "weights": "Weights must be finite and non-negative; 0 drops a sample.",
+    "nets": "Check the initialisation: its scale or the key that drew it.",
+    "net": "Check the initialisation: its scale or the key that drew it.",
+}
 
 
 def check_positive(name: str, value, *, allow_none: bool = False) -> None:

@@ -1,18 +1,26 @@
 """The options of a flow solve: built and checked once, at trace time, then passed whole
 through every driver (`gradient_flow`, `piecewise_flow`, the refilling ensemble)."""
 
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Literal
 
 import diffrax as dfx
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PyTree
 
 from ._coordinates import AbstractCoordinates, ScaleFree
 from ._escape import escape_order
 from ._loss import Reduction
-from ._misc import all_concrete, check_positive, check_positive_int, check_reduction
+from ._misc import (
+    all_concrete,
+    check_positive,
+    check_positive_int,
+    check_reduction,
+    is_traced,
+)
 from ._network import TwoLayerNet
 from ._solver import AbstractPhasedSolver, default_solver, phases_of, Unrolled
 from ._validate import check_problem, check_times
@@ -89,6 +97,7 @@ def flow_options(
     x, y, weights = check_problem(net, x, y, weights)
     t1, ts = check_times(t1, ts, x.dtype)
     check_positive("rtol", rtol)
+    _check_rtol_resolvable(rtol, x.dtype)
     check_positive("dtmin", dtmin)
     check_positive("loss_tol", loss_tol, allow_none=True)
     check_positive("stationarity_tol", stationarity_tol, allow_none=True)
@@ -131,6 +140,72 @@ def flow_options(
         piecewise=piecewise,
     )
     return (x, y, weights), options
+
+
+# The smallest `rtol` a dtype can honour: a hundred ulps of relative error per step.
+_RTOL_FLOOR_ULPS = 100
+
+
+def _check_rtol_resolvable(rtol, dtype) -> None:
+    if is_traced(rtol):
+        return
+    floor = _RTOL_FLOOR_ULPS * float(jnp.finfo(dtype).eps)
+    if float(rtol) < floor:
+        raise ValueError(
+            f"`rtol` = {float(rtol):.0e} asks for more digits than {jnp.dtype(dtype).name} "
+            f"holds (at most about {floor:.0e} per step). Use float64 data and weights "
+            "(gradflow's default), or pass an `rtol` of at least that."
+        )
+
+
+def describe(options: FlowOptions, data: tuple) -> tuple[tuple[str, str], ...]:
+    """How a solution was made, as `(name, value)` strings for a stored result's
+    attributes: the options, the package versions and a fingerprint of the data."""
+    import diffrax
+    import equinox
+    import jax
+
+    from . import __version__
+
+    def number(value):
+        if value is None:
+            return "none"
+        return "traced" if is_traced(value) else repr(np.asarray(value).tolist())
+
+    return (
+        ("t1", number(options.t1)),
+        ("rtol", number(options.rtol)),
+        ("dtmin", number(options.dtmin)),
+        ("loss_tol", number(options.loss_tol)),
+        ("stationarity_tol", number(options.stationarity_tol)),
+        ("reduction", options.reduction),
+        ("solver", repr(options.solver)),
+        ("coordinates", repr(options.coordinates)),
+        ("observables", ", ".join(sorted(options.observables)) or "none"),
+        ("max_steps", str(options.max_steps)),
+        ("exact_kinks", str(options.piecewise)),
+        ("linear_escape_order", str(options.escape_order)),
+        ("data_sha256", data_fingerprint(data)),
+        (
+            "versions",
+            f"gradflow {__version__}, jax {jax.__version__}, equinox {equinox.__version__}, "
+            f"diffrax {diffrax.__version__}",
+        ),
+    )
+
+
+def data_fingerprint(data: tuple) -> str:
+    """The first 16 hex digits of a SHA-256 over the data's arrays (`"traced"` inside
+    `jit`/`vmap`, where the values are not known)."""
+    leaves = [leaf for leaf in data if leaf is not None]
+    if any(is_traced(leaf) for leaf in leaves):
+        return "traced"
+    digest = hashlib.sha256()
+    for leaf in leaves:
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(str((array.shape, array.dtype.str)).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _check_scale_free(net: TwoLayerNet, coordinates: AbstractCoordinates) -> None:

@@ -25,7 +25,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
 
 from ._misc import check_positive_int, select
 from ._network import TwoLayerNet
-from ._options import flow_options, FlowOptions
+from ._options import describe, flow_options, FlowOptions
 from ._problem import escape_of, FlowProblem, next_phase_first_step, start, stop_rules
 from ._result import finish, is_okay, STEP_COUNTS
 from ._solution import Solution
@@ -124,7 +124,8 @@ def refill_flow(
             "pass `kinks='smooth'` to step over the kinks."
         )
     context = _Context((nets, data_index), (x, y, weights), options, _clip_floor(options.t1))
-    return _refill_flow(context, num_slots=min(num_slots, num_seeds))
+    solution, stats = _refill_flow(context, num_slots=min(num_slots, num_seeds))
+    return solution.with_info(describe(options, (x, y, weights))), stats
 
 
 def _clip_floor(t1: Float[Array, ""]) -> Float[Array, ""]:

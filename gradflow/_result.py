@@ -84,6 +84,7 @@ def finish(
         theta_end,
         ts,
         saved,
+        loss_of=problem.loss,
         t_stop=t_stop,
         num_steps=jnp.sum(phase_steps, dtype=jnp.int32),
         num_accepted_steps=num_accepted_steps,

@@ -1,5 +1,8 @@
+import dataclasses
+
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PyTree
 
@@ -10,17 +13,27 @@ from ._status import Status, status_messages, StopReason
 class Solution(eqx.Module):
     """The result of `gradient_flow` or `gradient_descent`.
 
-    Under `jax.vmap` (or from `flow_ensemble`) every field gains a leading seed axis.
+    Under `jax.vmap` (or from `flow_ensemble`) every array field gains a leading seed
+    axis.
 
     **Fields:**
 
     - `net`: the network at the stop time `t_stop`.
-    - `ts`: the save times, shape `(T,)`.
+    - `final_loss`: the training loss at `t_stop`.
+    - `stationarity`: $\\|\\dot\\theta\\| / \\|\\theta\\|$ at `t_stop`, the scale-free
+      measure of how far the run is from a stationary point ($\\|\\nabla L\\| /
+      \\|\\theta\\|$ for a smooth activation; with the exact flow of an activation with
+      kinks, the velocity of the Filippov flow, which is zero at a pinned minimum where
+      no gradient exists). Compare it with `stationarity_tol` to judge whether the run
+      converged.
+    - `ts`: the times the saved states belong to, shape `(T,)` (for descent, the
+      multiples of the learning rate nearest to the requested ones).
     - `nets`: the networks at `ts`, stacked along a leading axis of length `T`.
     - `loss`: the training loss at `ts`.
     - `observables`: `{name: value at ts}` for each requested observable.
     - `t_stop`: where the run ended (`t1`, or earlier if a stop rule fired or it failed).
-      Saved values at times after `t_stop` are NaN.
+      Saved values at times after `t_stop` are NaN: read the end state from `net`,
+      `final_loss` and `stationarity`.
     - `num_steps`: accepted plus rejected solver steps (gradient steps for descent).
     - `num_accepted_steps`, `num_rejected_steps`.
     - `num_evaluations`: gradient evaluations, counted from the solver's tableau.
@@ -28,9 +41,13 @@ class Solution(eqx.Module):
       solver such as `TwoPhase`, shape `(phases,)`; one entry for any other solver.
     - `status`: integer code, `0` = success; see `Status` and `.message`.
     - `stop_reason`: integer code, see `StopReason`.
+    - `info`: how the run was made, `(name, value)` strings: options, versions and a
+      fingerprint of the data; `to_dataset` stores them as attributes.
     """
 
     net: TwoLayerNet
+    final_loss: Float[Array, ""]
+    stationarity: Float[Array, ""]
     ts: Float[Array, " T"]
     nets: TwoLayerNet
     loss: Float[Array, " T"]
@@ -43,6 +60,7 @@ class Solution(eqx.Module):
     phase_steps: Int[Array, " phases"]
     status: Int[Array, ""]
     stop_reason: Int[Array, ""]
+    info: tuple[tuple[str, str], ...] = eqx.field(static=True, default=())
 
     @property
     def message(self) -> "str | np.ndarray":
@@ -53,12 +71,21 @@ class Solution(eqx.Module):
     def succeeded(self):
         return self.status == Status.SUCCESS
 
-    def summary(self) -> str:
-        """A few lines describing the run or ensemble, for notebooks and logs."""
+    def with_info(self, info: tuple[tuple[str, str], ...]) -> "Solution":
+        """This solution, its `info` replaced."""
+        return dataclasses.replace(self, info=tuple(info))
+
+    def summary(self, converged_tol: float = 1e-6) -> str:
+        """A few lines describing the run or ensemble, for notebooks and logs.
+
+        A successful run counts as converged if its `stationarity` is at most
+        `converged_tol`; the others are flagged, with what to change.
+        """
         status = np.atleast_1d(np.asarray(self.status))
         reason = np.atleast_1d(np.asarray(self.stop_reason))
         steps = np.atleast_1d(np.asarray(self.num_steps))
-        final_loss = np.atleast_2d(np.asarray(self.final_loss()))
+        final_loss = np.atleast_1d(np.asarray(self.final_loss))
+        stationarity = np.atleast_1d(np.asarray(self.stationarity))
         lines = [f"{status.size} run(s); steps: mean {steps.mean():.0f}, max {steps.max()}"]
         for code in Status:
             count = int(np.sum(status == code))
@@ -69,14 +96,27 @@ class Solution(eqx.Module):
             if count and code != StopReason.FAILED:
                 lines.append(f"  stopped because it {code.message}: {count}")
         lines.append(f"  final loss: median {np.nanmedian(final_loss):.3e}")
+        ok = status == Status.SUCCESS
+        unconverged = ok & ~(stationarity <= converged_tol)
+        if np.any(unconverged):
+            worst = float(np.nanmax(stationarity[unconverged]))
+            lines.append(
+                f"  not converged: {int(np.sum(unconverged))} successful run(s) end with "
+                f"‖θ̇‖/‖θ‖ > {converged_tol:g} (largest {worst:.1e}). Raise `t1` (the "
+                "late phase of a flow is slow), or pass a large `t1` with "
+                f"`stationarity_tol={converged_tol:g}` so each run stops once it converges."
+            )
+        events = self.observables.get("events") if isinstance(self.observables, dict) else None
+        if events is not None:
+            logged = np.asarray(events.neuron).shape[-1]
+            total = np.atleast_1d(np.asarray(events.num_events))
+            if np.any(total > logged):
+                lines.append(
+                    f"  event log full: {int(np.sum(total > logged))} run(s) had more than "
+                    f"`max_events` = {logged} events (up to {int(total.max())}); the totals "
+                    "are exact, the records past the log's end were dropped. Raise `max_events`."
+                )
         return "\n".join(lines)
-
-    def final_loss(self) -> np.ndarray:
-        """The last finite saved loss of each run."""
-        loss = np.asarray(self.loss)
-        finite = np.isfinite(loss)
-        last = np.maximum(finite.shape[-1] - 1 - np.argmax(finite[..., ::-1], axis=-1), 0)
-        return np.take_along_axis(loss, last[..., None], axis=-1)[..., 0]
 
 
 def observe(theta, unravel, loss_of, observables) -> dict:
@@ -89,14 +129,29 @@ def observe(theta, unravel, loss_of, observables) -> dict:
     )
 
 
-def assemble(unravel, theta_end, ts, saved, **counts) -> Solution:
-    """A `Solution` from the final θ, the `observe` records at `ts`, and the run's
-    `t_stop`, step counts, `status` and `stop_reason`."""
+def assemble(unravel, theta_end, ts, saved, *, loss_of=None, velocity=None, **counts) -> Solution:
+    """A `Solution` from the final θ (any PyTree of arrays), the `observe` records at
+    `ts`, and the run's `t_stop`, step counts, `status` and `stop_reason`. `loss_of(θ)`
+    gives the final loss; `velocity` is $\\dot\\theta$ at the end (default
+    $-\\nabla$ `loss_of`)."""
+    if loss_of is None:
+        final_loss = stationarity = jnp.full((), jnp.nan, ts.dtype)
+    else:
+        final_loss = loss_of(theta_end)
+        if velocity is None:
+            velocity = jax.grad(loss_of)(theta_end)
+        stationarity = _norm(velocity) / _norm(theta_end)
     return Solution(
         net=unravel(theta_end),
+        final_loss=final_loss,
+        stationarity=stationarity,
         ts=ts,
         nets=jax.vmap(unravel)(saved["theta"]),
         loss=saved["loss"],
         observables=saved["observables"],
         **counts,
     )
+
+
+def _norm(tree) -> Float[Array, ""]:
+    return jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(tree)))

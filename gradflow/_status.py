@@ -27,8 +27,9 @@ _STATUS_MESSAGES = {
         "handles the kinks."
     ),
     Status.NONFINITE: (
-        "The state or the loss became NaN or inf. Check the data and the init "
-        "scale, or lower `rtol`."
+        "The state or the loss became NaN or inf. For gradient descent the step is "
+        "too large for the curvature (lower `learning_rate`); for the flow check the "
+        "data and the init scale."
     ),
     Status.SOLVER_FAILURE: (
         "The ODE solver failed: its step size fell below `dtmin` (the vector field is "

@@ -28,7 +28,10 @@ def check_problem(net, x, y, weights):
             f"`x` has {x.shape[1]} features but the network's `W` expects d = {net.dim}."
         )
     if y.shape != (x.shape[0],):
-        raise ValueError(f"`y` must have shape (n,) = ({x.shape[0]},) to match `x`, got {y.shape}.")
+        hint = " A column of targets: pass `y[:, 0]`." if y.shape == (x.shape[0], 1) else ""
+        raise ValueError(
+            f"`y` must have shape (n,) = ({x.shape[0]},) to match `x`, got {y.shape}.{hint}"
+        )
     if weights is not None:
         weights = jnp.asarray(weights)
         if weights.shape != y.shape:

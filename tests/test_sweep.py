@@ -38,7 +38,9 @@ def test_sweep_compiles_once_and_matches_direct_runs():
     # 18 runs in 5 chunks over 3 data sizes and 2 scales: a single trace.
     assert len(traces) == 1
     assert ds["loss"].dims == ("n", "scale", "seed", "time")
-    assert ds.sizes == {"n": 3, "scale": 2, "seed": 3, "time": 2, "neuron": 2, "feature": 2}
+    assert ds.sizes == {
+        "n": 3, "scale": 2, "seed": 3, "time": 2, "phase": 2, "neuron": 2, "feature": 2
+    }
     assert np.all(ds["status"].values == 0)
 
     # Padding with zero-weight samples is exact: a grid point equals the run on the
