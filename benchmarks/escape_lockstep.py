@@ -38,8 +38,7 @@ from w1 import (
 )
 
 import gradflow as gf
-from gradflow._problem import default_solver
-from gradflow._refill import efficiency as refill_efficiency, refill_flow
+from gradflow._refill import efficiency as refill_efficiency
 
 
 SCALES = (1e-2, 1e-5, 1e-8, 1e-12, 1e-16, 1e-20)
@@ -75,7 +74,7 @@ def escape(num_seeds, subset):
         err = relative_errors(theta, ref)
         assert err.max() < 1e-8, f"gradflow error {err.max():.1e} at scale {scale}"
         rows.append((scale, float(np.mean(sol.num_evaluations)), float(err.max())))
-    solver = type(default_solver(jax.tree_util.tree_map(lambda v: v[0], nets))).__name__
+    solver = type(gf.default_solver(jax.tree_util.tree_map(lambda v: v[0], nets))).__name__
     print(
         f"\n## Escape phase: W1 to t1=200, defaults ({solver}, ScaleFree, linear escape, "
         "rtol 1e-10)\n"
@@ -144,7 +143,7 @@ def refill(nets, reference, chunk):
         )
     )
     (sol, stats), refill_time = timed(
-        lambda: jax.block_until_ready(refill_flow(nets, x, y, num_slots=chunk, **kwargs))
+        lambda: jax.block_until_ready(gf.refill_flow(nets, x, y, num_slots=chunk, **kwargs))
     )
     # Both runs are `gradient_flow` to the last bit of their arithmetic, but XLA fuses a
     # batch of 128 differently from one of 1024, and step-size decisions rest on error

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradflow as gf
-from gradflow._piecewise import piecewise_flow
 
 
 def problem():
@@ -72,7 +71,7 @@ def main(rtol: float = 1e-10, t1: float = 20.0):
     print(f"# relu_pinning  {datetime.date.today()}  {platform.node()}  {platform.processor()}")
     print(f"# command: {' '.join(sys.argv)}  devices: {jax.devices()}")
 
-    flow = jax.jit(lambda net: piecewise_flow(net, x, y, t1=t1, rtol=rtol, max_steps=100_000))
+    flow = jax.jit(lambda net: gf.piecewise_flow(net, x, y, t1=t1, rtol=rtol, max_steps=100_000))
     start = time.perf_counter()
     jax.block_until_ready(flow(net))
     compile_flow = time.perf_counter() - start

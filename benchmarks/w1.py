@@ -45,7 +45,6 @@ import scipy  # noqa: E402
 from scipy.integrate import solve_ivp  # noqa: E402
 
 import gradflow as gf  # noqa: E402
-from gradflow._problem import default_solver  # noqa: E402
 
 
 WIDTH = 2
@@ -415,7 +414,7 @@ def main(*, seed: int, num_seeds: int, subset: int, repeats: int, rtol: float | 
     def describe(label, solver, run_rtol) -> tuple[str, float]:
         """The row name of a gradflow run, and the rtol it runs at."""
         rtol_used = gf.gradient_flow.__kwdefaults__["rtol"] if run_rtol is None else run_rtol
-        kind = solver_name(default_solver(first_net) if solver is None else solver)
+        kind = solver_name(gf.default_solver(first_net) if solver is None else solver)
         return f"{label} ({kind}, rtol={rtol_used:g})", rtol_used
 
     def checked(name, theta, rtol_used) -> dict:

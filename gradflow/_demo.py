@@ -33,7 +33,7 @@ class DemoConfig:
         return jnp.stack([s, jnp.ones_like(s)], axis=1), jnp.tanh(s + 1.0)
 
 
-def test_error(nets, num: int = 401):
+def population_error(nets, num: int = 401):
     """Mean squared error against the target on a dense grid of $[-2, 2]$."""
     s = jnp.linspace(-2.0, 2.0, num)
     x = jnp.stack([s, jnp.ones_like(s)], axis=1)
@@ -66,7 +66,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="gradflow-demo", progres
     wall = time.perf_counter() - start
 
     ds = to_dataset(sol)
-    ds["test_error"] = ("seed", np.asarray(test_error(sol.net)))
+    ds["test_error"] = ("seed", np.asarray(population_error(sol.net)))
     c0 = np.asarray(imbalance(nets))
     ds["imbalance_ratio"] = ("seed", c0[:, 0] / c0[:, 1])
     np.savez(

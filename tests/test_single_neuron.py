@@ -23,7 +23,7 @@ def _net(a, W, activation="tanh"):
 @pytest.mark.parametrize("design", ["interval", "gaussian"])
 def test_generalisation_error_of_the_target_is_zero(design):
     config = dataclasses.replace(EXAMPLE_1, design=design)
-    x, w = sn.test_set(config)
+    x, w = sn.held_out_set(config)
     assert np.isclose(float(jnp.sum(w)), 1.0, rtol=1e-14)
     net = sn.target_point(config)
     assert float(sn.generalisation_error(net, x, config.target(x), w)) == 0.0
@@ -34,7 +34,7 @@ def test_generalisation_error_of_the_target_is_zero(design):
 
 
 def test_end_point_classes():
-    x, w = sn.test_set(EXAMPLE_1)
+    x, w = sn.held_out_set(EXAMPLE_1)
     y = EXAMPLE_1.target(x)
     kw = dict(recovery_threshold=1e-8, carry_tolerance=1e-2)
     cases = {

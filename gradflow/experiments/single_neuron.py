@@ -24,6 +24,7 @@ from ._single_neuron.measures import (
     generalisation_error as generalisation_error,
     growing_mode as growing_mode,
     growth_rate as growth_rate,
+    held_out_set as held_out_set,
     neuron_outputs as neuron_outputs,
     normalised_imbalance as normalised_imbalance,
     NOT_RECOVERED as NOT_RECOVERED,
@@ -31,7 +32,6 @@ from ._single_neuron.measures import (
     SHARED as SHARED,
     tangent_rank as tangent_rank,
     target_point as target_point,
-    test_set as test_set,
     threshold_size as threshold_size,
     time_shift_fit as time_shift_fit,
 )

@@ -8,17 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ..._activation import AbstractActivation, get_activation
+import gradflow as gf
+
+from ..._misc import check_positive_int
 
 
 Design = Literal["interval", "gaussian"]
 Init = Literal["gaussian", "near_target"]
 SolverName = Literal["rodas5p", "tsit5"]
-
-
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
 def _positive(name: str, value) -> None:
@@ -71,17 +68,17 @@ class SingleNeuronConfig(eqx.Module):
     - `carry_tolerance`: a neuron carries (part of) the function if its output's RMS on
       the test set exceeds this times the target's.
     - `num_test`, `test_seed`: test set (grid points, quadrature nodes, or Monte Carlo
-      samples, see `test_set`).
+      samples, see `held_out_set`).
     - `chunk_size`: runs per compiled batch.
     """
 
-    activation: str | AbstractActivation = "tanh"
+    activation: str | gf.AbstractActivation = "tanh"
     width: int = 2
     dim: int = 1
     bias: bool = True
     target_a: float = 1.0
     target_w: tuple[float, ...] = (1.0, 1.0)
-    target_activation: str | AbstractActivation | None = None
+    target_activation: str | gf.AbstractActivation | None = None
     design: Design = "interval"
     interval: tuple[float, float] = (-2.0, 2.0)
     sizes: tuple[int, ...] = (2, 3, 4, 5, 6)
@@ -106,8 +103,8 @@ class SingleNeuronConfig(eqx.Module):
 
     def __check_init__(self):
         for name in ("width", "dim", "num_seeds", "num_test", "chunk_size", "max_steps"):
-            _positive_int(name, getattr(self, name))
-        sigma = get_activation(self.activation)
+            check_positive_int(name, getattr(self, name))
+        sigma = gf.get_activation(self.activation)
         if float(sigma(jnp.zeros(()))) != 0:
             raise ValueError(
                 f"`activation` must have σ(0) = 0, got σ(0) = {float(sigma(jnp.zeros(())))}: "
@@ -115,7 +112,7 @@ class SingleNeuronConfig(eqx.Module):
                 "target sets Q^k are not defined."
             )
         if self.target_activation is not None:
-            get_activation(self.target_activation)
+            gf.get_activation(self.target_activation)
         if len(self.target_w) != self.dim + self.bias:
             raise ValueError(
                 f"`target_w` has {len(self.target_w)} entries, but the student's neurons see "
@@ -184,7 +181,7 @@ class SingleNeuronConfig(eqx.Module):
 
     def target(self, x: Float[Array, "n d"]) -> Float[Array, " n"]:
         """$f^*(x) = a^*\\sigma^*(w^* \\cdot x)$ at network inputs `x` (bias included)."""
-        sigma = get_activation(self.target_activation or self.activation)
+        sigma = gf.get_activation(self.target_activation or self.activation)
         x = jnp.asarray(x)
         return self.target_a * sigma(x @ jnp.asarray(self.target_w, x.dtype))
 

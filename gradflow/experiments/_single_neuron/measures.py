@@ -10,8 +10,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from ..._loss import squared_loss
-from ..._network import imbalance, TwoLayerNet
+import gradflow as gf
+
 from .config import SingleNeuronConfig
 
 
@@ -20,7 +20,7 @@ NOT_RECOVERED = 0
 SHARED = -1
 
 
-def test_set(config: SingleNeuronConfig):
+def held_out_set(config: SingleNeuronConfig):
     """`(x, weights)`: test inputs (bias coordinate included) and quadrature weights
     summing to 1, fixed per configuration.
 
@@ -42,24 +42,24 @@ def test_set(config: SingleNeuronConfig):
     return jnp.asarray(config.inputs(s)), jnp.asarray(w)
 
 
-def neuron_outputs(net: TwoLayerNet, x: Float[ArrayLike, "n d"]) -> Float[Array, "n m"]:
+def neuron_outputs(net: gf.TwoLayerNet, x: Float[ArrayLike, "n d"]) -> Float[Array, "n m"]:
     """$a_k\\,\\sigma(w_k \\cdot x_i + b_k)$ for every input $i$ and neuron $k$."""
     return net.activation(net.preactivation(x)) * net.a[None, :]
 
 
 def generalisation_error(
-    net: TwoLayerNet,
+    net: gf.TwoLayerNet,
     x: Float[ArrayLike, "n d"],
     y: Float[ArrayLike, " n"],
     weights: Float[ArrayLike, " n"],
 ) -> Float[Array, ""]:
     """$\\mathbb{E}_x (f_\\theta(x) - f^*(x))^2$ by the quadrature `(x, weights)` of
-    `test_set`, with `y` = $f^*(x)$."""
+    `held_out_set`, with `y` = $f^*(x)$."""
     return jnp.sum(jnp.asarray(weights) * (net(x) - y) ** 2)
 
 
 def end_point_class(
-    net: TwoLayerNet,
+    net: gf.TwoLayerNet,
     x: Float[ArrayLike, "n d"],
     y: Float[ArrayLike, " n"],
     weights: Float[ArrayLike, " n"],
@@ -142,18 +142,18 @@ def _first_crossing(ts, loss, fraction) -> float:
     return float(lo + step * (hi - lo))
 
 
-def normalised_imbalance(net: TwoLayerNet) -> Float[Array, "... m"]:
+def normalised_imbalance(net: gf.TwoLayerNet) -> Float[Array, "... m"]:
     """$C(\\theta)/\\|C(\\theta)\\|$ with $C_k = a_k^2 - \\|w_k\\|^2$ (stacked nets too)."""
-    c = imbalance(net)
+    c = gf.imbalance(net)
     return c / jnp.linalg.norm(c, axis=-1, keepdims=True)
 
 
-def _slope_at_zero(net: TwoLayerNet) -> Float[Array, ""]:
+def _slope_at_zero(net: gf.TwoLayerNet) -> Float[Array, ""]:
     return jax.grad(lambda z: net.activation(z))(jnp.zeros((), net.dtype))
 
 
 def growing_mode(
-    net: TwoLayerNet, x: Float[ArrayLike, "n d"], y: Float[ArrayLike, " n"]
+    net: gf.TwoLayerNet, x: Float[ArrayLike, "n d"], y: Float[ArrayLike, " n"]
 ) -> Float[Array, "... m"]:
     """Amplitude of each neuron along the unstable mode of the flow linearised at 0.
 
@@ -183,7 +183,7 @@ def growth_rate(
     matter: at 0 the Hessian is block diagonal with one identical block per neuron.
     """
     x, y = jnp.asarray(x), jnp.asarray(y)
-    zero = TwoLayerNet(
+    zero = gf.TwoLayerNet(
         jnp.zeros(1, x.dtype), jnp.zeros((1, x.shape[1]), x.dtype), None, config.activation
     )
     return float(np.max(np.linalg.eigvalsh(-np.asarray(_loss_hessian(zero, x, y)))))
@@ -192,17 +192,17 @@ def growth_rate(
 @eqx.filter_jit
 def _loss_hessian(net, x, y):
     theta, unravel = ravel_pytree(net)
-    return jax.hessian(lambda t: squared_loss(unravel(t), x, y, None, "sum"))(theta)
+    return jax.hessian(lambda t: gf.squared_loss(unravel(t), x, y, None, "sum"))(theta)
 
 
-def target_point(config: SingleNeuronConfig) -> TwoLayerNet:
+def target_point(config: SingleNeuronConfig) -> gf.TwoLayerNet:
     """A point of the target set $Q^1$: neuron 1 is $(a^*, w^*)$, the others are zero."""
     a = jnp.zeros(config.width).at[0].set(config.target_a)
     W = jnp.zeros((config.width, config.input_dim)).at[0].set(jnp.asarray(config.target_w))
-    return TwoLayerNet(a, W, None, config.activation)
+    return gf.TwoLayerNet(a, W, None, config.activation)
 
 
-def tangent_rank(net: TwoLayerNet, x: Float[ArrayLike, "n d"]) -> int:
+def tangent_rank(net: gf.TwoLayerNet, x: Float[ArrayLike, "n d"]) -> int:
     """Rank of the Jacobian $\\partial f_\\theta(x_i)/\\partial\\theta$ (inputs × parameters):
     the dimension of the model's tangent space at $\\theta$, seen through the inputs `x`.
 

@@ -12,13 +12,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import gradflow as gf
+
 from .config import SingleNeuronConfig
 from .measures import (
     basin_boundaries,
     growth_rate,
+    held_out_set,
     neuron_outputs,
     optimistic_sample_size,
-    test_set,
     threshold_size,
     time_shift_fit,
 )
@@ -223,7 +225,7 @@ def wide_summary(datasets, config: SingleNeuronConfig):
     at the end; the active neurons of each run."""
     import pandas as pd
 
-    x_test, w_test = test_set(config)
+    x_test, w_test = held_out_set(config)
     ratios = np.asarray(config.imbalance) / config.imbalance[0]
     rows, active = [], {}
     for ds in datasets:
@@ -248,9 +250,7 @@ def wide_summary(datasets, config: SingleNeuronConfig):
 
 
 def _final_net(one, config):
-    from ..._network import TwoLayerNet
-
-    return TwoLayerNet(one["a"].values, one["W"].values, None, config.activation)
+    return gf.TwoLayerNet(one["a"].values, one["W"].values, None, config.activation)
 
 
 def _curves(datasets, label_by_config_seed=False):

@@ -6,12 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..._activation import get_activation
-from ..._ensemble import flow_ensemble
-from ..._init import net_with_imbalance, random_net
-from ..._labels import to_dataset
-from ..._network import imbalance, TwoLayerNet
-from ..._times import log_times
+import gradflow as gf
+
 from .config import SingleNeuronConfig
 from .measures import (
     _slope_at_zero,
@@ -19,8 +15,8 @@ from .measures import (
     escape_time,
     generalisation_error,
     growing_mode,
+    held_out_set,
     target_point,
-    test_set,
 )
 
 
@@ -32,22 +28,20 @@ def solver_of(config: SingleNeuronConfig):
     # modes ~1e-3 and exactly flat directions) and converges only slowly, exponentially
     # with a small rate or algebraically (a dying neuron with a ≈ w → 0); an explicit
     # method's step stays ≲ 3.3/5 for ever, an L-stable one's grows with the time scale.
-    from ..._solver import Rodas5P
-
-    return Rodas5P()
+    return gf.Rodas5P()
 
 
-def initial_net(config: SingleNeuronConfig, key, scale) -> TwoLayerNet:
+def initial_net(config: SingleNeuronConfig, key, scale) -> gf.TwoLayerNet:
     """$\\theta_0$ of one run (`scale` may be traced): see `SingleNeuronConfig.init`."""
     kwargs = dict(dim=config.input_dim, scale=scale, activation=config.activation)
     if config.init == "near_target":
-        noise = random_net(key, width=config.width, **kwargs)
+        noise = gf.random_net(key, width=config.width, **kwargs)
         base = target_point(config)
-        return TwoLayerNet(base.a + noise.a, base.W + noise.W, None, config.activation)
+        return gf.TwoLayerNet(base.a + noise.a, base.W + noise.W, None, config.activation)
     if config.imbalance is not None:
         prescribed = jnp.asarray(config.imbalance, jnp.float64) * scale**2
-        return net_with_imbalance(key, prescribed, **kwargs)
-    return random_net(key, width=config.width, **kwargs)
+        return gf.net_with_imbalance(key, prescribed, **kwargs)
+    return gf.random_net(key, width=config.width, **kwargs)
 
 
 def grid_data(config: SingleNeuronConfig):
@@ -83,7 +77,7 @@ def run(config: SingleNeuronConfig, *, progress: bool = False, checkpoint_dir=No
     - `growing_mode`: each neuron's amplitude $\\alpha_k$ on the unstable mode at the
       origin (see `growing_mode`), and `growth_rate`
       $\\lambda = |\\sigma'(0)|\\,\\|\\sum_i y_i x_i\\|$ of the run's data;
-    - `generalisation_error` (on `test_set`), `recovered` (error below
+    - `generalisation_error` (on `held_out_set`), `recovered` (error below
       `recovery_threshold` and the run succeeded);
     - `target_set`: $k$ for $Q^k$, $-1$ shared, $0$ not recovered (`end_point_class`),
       and `num_active` neurons;
@@ -97,7 +91,7 @@ def run(config: SingleNeuronConfig, *, progress: bool = False, checkpoint_dir=No
 def _engine_settings(config: SingleNeuronConfig) -> tuple:
     # Everything that shapes the compiled program other than the number of data points.
     return (
-        type(get_activation(config.activation)),
+        type(gf.get_activation(config.activation)),
         config.width,
         config.input_dim,
         config.t1,
@@ -131,27 +125,23 @@ def run_many(configs, *, progress: bool = False, checkpoint_dir=None) -> list:
     for members in groups.values():
         batches = [_initial_batch(configs[i]) for i in members]
         n_max = max(b[1].shape[1] for b in batches)
-        pad = lambda v, width: np.pad(  # noqa: E731
-            v, [(0, 0), (0, width - v.shape[1])] + [(0, 0)] * (v.ndim - 2)
-        )
         nets = jax.tree_util.tree_map(lambda *v: jnp.concatenate(v), *[b[0] for b in batches])
-        x, y, w = (
-            jnp.asarray(np.concatenate([pad(b[k], n_max) for b in batches])) for k in (1, 2, 3)
-        )
+        padded = zip(*(gf.pad_samples(n_max, *b[1:]) for b in batches))
+        x, y, w = (jnp.asarray(np.concatenate(v)) for v in padded)
         config = configs[members[0]]
         # One folder per compiled program, named by it: a rerun of the same
         # configurations resumes from their chunks.
         directory = None
         if checkpoint_dir is not None:
-            name = f"{type(get_activation(config.activation)).__name__}_m{config.width}"
+            name = f"{type(gf.get_activation(config.activation)).__name__}_m{config.width}"
             directory = f"{checkpoint_dir}/{name}_{config.solver}_t{config.t1:g}"
-        solution = flow_ensemble(
+        solution = gf.flow_ensemble(
             nets,
             x,
             y,
             weights=w,
             t1=config.t1,
-            ts=log_times(config.t1, config.num_times, t_min=config.t_min),
+            ts=gf.log_times(config.t1, config.num_times, t_min=config.t_min),
             reduction="sum",
             rtol=config.rtol,
             loss_tol=config.loss_tol,
@@ -170,19 +160,24 @@ def run_many(configs, *, progress: bool = False, checkpoint_dir=None) -> list:
     return out
 
 
+def _grid_of(config: SingleNeuronConfig) -> gf.Grid:
+    """The runs of `config`: `sizes` × `scales` × `num_seeds` seeds from `seed`."""
+    return gf.Grid(config.sizes, config.scales, config.num_seeds, config.seed)
+
+
 def _initial_batch(config: SingleNeuronConfig):
     """Initial nets and padded data of every run, flattened over (n, scale, seed)."""
-    sizes, scales, seeds = list(config.sizes), np.asarray(config.scales, float), config.num_seeds
-    i_n, i_s, i_seed = (v.ravel() for v in np.indices((len(sizes), len(scales), seeds)))
-    nets = _initial_nets(config, jnp.asarray(i_seed), jnp.asarray(scales[i_s]))
+    grid = _grid_of(config)
+    i_n, i_scale, i_seed = grid.points()
+    scales = jnp.asarray(np.asarray(grid.scales)[i_scale])
+    nets = _initial_nets(config, grid.keys()[i_seed], scales)
     x, y, w = grid_data(config)
     return (nets,) + tuple(v[i_n, i_seed] for v in (x, y, w))
 
 
 @eqx.filter_jit
-def _initial_nets(config, seed_index, scale):
-    keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)[seed_index]
-    return jax.vmap(lambda k, s: initial_net(config, k, s))(keys, scale)
+def _initial_nets(config, keys, scales):
+    return jax.vmap(lambda k, s: initial_net(config, k, s))(keys, scales)
 
 
 @eqx.filter_jit
@@ -197,7 +192,7 @@ def _measure(nets, final, x, y, w, x_test, y_test, w_test, recovery_threshold, c
             carry_tolerance=carry_tolerance,
         )
         return dict(
-            imbalance=imbalance(net0),
+            imbalance=gf.imbalance(net0),
             growing_mode=growing_mode(net0, x, y * w),
             data_norm=jnp.linalg.norm((y * w) @ x),
             error=generalisation_error(net, x_test, y_test, w_test),
@@ -210,17 +205,14 @@ def _measure(nets, final, x, y, w, x_test, y_test, w_test, recovery_threshold, c
 
 def _labelled(config: SingleNeuronConfig, solution, batch):
     nets, x, y, w = batch
-    sizes, scales, seeds = list(config.sizes), np.asarray(config.scales, float), config.num_seeds
-    grid = dict(n=np.asarray(sizes), scale=scales, seed=np.arange(seeds))
-    ds = to_dataset(solution, grid)
-    shape = (len(sizes), len(scales), seeds)
-    dims = ("n", "scale", "seed")
+    grid = _grid_of(config)
+    ds = grid.label(solution)
 
     def put(name, value, extra=()):
         value = np.asarray(value)
-        ds[name] = (dims + extra, value.reshape(shape + value.shape[1:]))
+        ds[name] = (grid.dims + extra, value.reshape(grid.shape + value.shape[1:]))
 
-    x_test, w_test = test_set(config)
+    x_test, w_test = held_out_set(config)
     measured = _measure(
         nets,
         solution.net,
