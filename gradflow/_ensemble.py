@@ -7,9 +7,10 @@ from jaxtyping import ArrayLike, Float
 from ._chunks import fingerprint, run_batches
 from ._misc import check_finite
 from ._network import TwoLayerNet
+from ._options import check_flow_kwargs, describe, flow_options
 from ._schedule import check_schedule, default_chunk_size, FlowChunk, schedule_for, ScheduleName
 from ._solution import Solution
-from ._validate import check_init_scale, check_problem
+from ._validate import check_init_scale
 
 
 def flow_ensemble(
@@ -75,7 +76,9 @@ def flow_ensemble(
         )
     first = jax.tree_util.tree_map(lambda v: v[0], nets)
     pick = (lambda v: None if v is None else jnp.asarray(v)[0]) if per_seed else (lambda v: v)
-    check_problem(first, pick(x), pick(y), pick(weights))
+    check_flow_kwargs("flow_ensemble", flow_kwargs)
+    # Every check of `gradient_flow`, the first seed standing for all, before any compile.
+    _, options = flow_options(first, pick(x), pick(y), pick(weights), **flow_kwargs)
     for name, value in (("nets", nets.a), ("nets", nets.W), ("nets", nets.b), ("x", x), ("y", y)):
         check_finite(name, value)
     check_init_scale(nets)
@@ -85,7 +88,7 @@ def flow_ensemble(
     # Per-seed data is a table of data sets, seed i's at row i.
     run = FlowChunk(None, data, flow_kwargs, schedule=schedule, num_slots=num_slots)
     seeds = jnp.arange(num_seeds) if per_seed else None
-    return run_batches(
+    solution = run_batches(
         run,
         (nets, seeds),
         chunk_size=default_chunk_size(schedule, chunk_size, num_slots),
@@ -97,3 +100,4 @@ def flow_ensemble(
         description="seeds/chunk",
         devices=devices,
     )
+    return solution.with_info(describe(options, data))

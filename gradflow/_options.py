@@ -1,7 +1,9 @@
 """The options of a flow solve: built and checked once, at trace time, then passed whole
 through every driver (`gradient_flow`, `piecewise_flow`, the refilling ensemble)."""
 
+import difflib
 import hashlib
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -206,6 +208,24 @@ def data_fingerprint(data: tuple) -> str:
         digest.update(str((array.shape, array.dtype.str)).encode())
         digest.update(array.tobytes())
     return digest.hexdigest()[:16]
+
+
+def check_flow_kwargs(caller: str, flow_kwargs: dict) -> None:
+    """Refuses a keyword that is not an option of `gradient_flow`, naming `caller` (the
+    function the user called) rather than the internal one it would reach."""
+    known = [
+        name
+        for name, parameter in inspect.signature(flow_options).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    for name in flow_kwargs:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise TypeError(
+                f"`{caller}` got an unknown option `{name}`.{hint} It takes the options of "
+                f"`gradient_flow`: {', '.join(f'`{k}`' for k in known)}."
+            )
 
 
 def _check_scale_free(net: TwoLayerNet, coordinates: AbstractCoordinates) -> None:

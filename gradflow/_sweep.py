@@ -8,8 +8,8 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from ._chunks import fingerprint, run_batches
 from ._grid import Grid, pad_samples
 from ._network import TwoLayerNet
+from ._options import check_flow_kwargs, describe, flow_options
 from ._schedule import check_schedule, default_chunk_size, FlowChunk, schedule_for, ScheduleName
-from ._validate import check_problem
 
 
 Init = Callable[[PRNGKeyArray, Float[Array, ""]], TwoLayerNet]
@@ -75,7 +75,8 @@ def sweep(
     scales = np.asarray(grid.scales)
     dtype = xs.dtype
     probe = init(keys[0], jnp.asarray(scales[0], dtype))
-    check_problem(probe, xs[0], ys[0], ws[0])
+    check_flow_kwargs("sweep", flow_kwargs)
+    _, options = flow_options(probe, xs[0], ys[0], ws[0], **flow_kwargs)
     schedule = schedule_for(schedule, probe, flow_kwargs)
 
     # Each run draws its net inside the compiled chunk and picks its data set by index.
@@ -96,4 +97,4 @@ def sweep(
         description="sweep chunks",
         devices=devices,
     )
-    return grid.label(solution)
+    return grid.label(solution.with_info(describe(options, (xs, ys, ws))))

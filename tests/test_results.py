@@ -59,7 +59,10 @@ def test_summary_flags_runs_that_did_not_converge(w1_data):
     assert "not converged: 3" in text and "stationarity_tol" in text
     ds = gf.to_dataset(ens)
     np.testing.assert_array_equal(ds["stationarity"].values, ens.stationarity)
-    assert ds.attrs["reduction"] == "sum"
+    # The ensemble records its concrete options and data, not the traced values
+    # inside its compiled chunks.
+    assert ds.attrs["reduction"] == "sum" and ds.attrs["t1"] == "40.0"
+    assert len(ds.attrs["data_sha256"]) == 16
 
 
 def test_exact_relu_event_log_in_the_dataset():
@@ -114,3 +117,13 @@ def test_messages_point_the_right_way(w1_data):
 
 def eqx_is_array(v):
     return isinstance(v, jax.Array)
+
+
+def test_ensemble_keyword_typo_names_the_ensemble(w1_data):
+    x, y = w1_data
+    keys = jax.random.split(jax.random.key(1), 2)
+    nets = jax.vmap(lambda k: gf.random_net(k, width=2, dim=2, scale=1e-6, activation="tanh"))(
+        keys
+    )
+    with pytest.raises(TypeError, match=r"`flow_ensemble` got an unknown option `rtoll`.*`rtol`"):
+        gf.flow_ensemble(nets, x, y, t1=1.0, rtoll=1e-8, progress=False)
