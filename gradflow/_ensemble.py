@@ -43,10 +43,13 @@ def flow_ensemble(
           92% of the time (71% in lockstep chunks of 128), and the run takes 3× less
           wall time (`benchmarks/escape_lockstep.py`).
         - `"lockstep"`: `jax.vmap` of `gradient_flow` over the chunk: every seed of a
-          chunk takes as many loop iterations as its slowest one. Also what
-          `"refill"` falls back to for an activation with kinks (ReLU, ...), whose exact
-          flow (`kinks="exact"`, the default) is event-driven per seed. `"chunks"`, its
+          chunk takes as many loop iterations as its slowest one. `"chunks"`, its
           name in gradflow 0.1, is accepted as an alias until the next release.
+
+      For an activation with kinks (ReLU, ...) and `kinks="exact"` (the default) both
+      give way to one seed after another inside the compiled chunk: each exact flow
+      is its own event loop, and in any batch every seed would pay for every other
+      seed's event searches.
     - `chunk_size`: seeds per compiled call; bounds memory and is the unit of
       checkpoints and progress. Default: 256 for `"lockstep"`, 16 × `num_slots` for
       `"refill"` (whose slots idle only in the tail of a chunk, so a chunk should hold

@@ -16,7 +16,7 @@ from ._refill import refill_flow
 from ._solution import Solution
 
 
-Schedule = Literal["refill", "lockstep"]
+Schedule = Literal["refill", "lockstep", "sequential"]
 # What `schedule=` accepts: "chunks" is the name "lockstep" had in gradflow 0.1; it is
 # still accepted, for one release.
 ScheduleName = Literal["refill", "lockstep", "chunks"]
@@ -38,16 +38,20 @@ def check_schedule(schedule: ScheduleName, num_slots: int) -> Schedule:
 
 
 def schedule_for(schedule: Schedule, net: TwoLayerNet, flow_kwargs: dict) -> Schedule:
-    """`"lockstep"` where `gradient_flow` with these options is more than an ODE solver
-    stepping a smooth field, which the refilling loop cannot run: the exact flow of an
-    activation with kinks, event-driven per seed. `schedule` otherwise."""
-    return "lockstep" if runs_piecewise(net, flow_kwargs.get("kinks", "exact")) else schedule
+    """`"sequential"` where `gradient_flow` with these options is more than an ODE
+    solver stepping a smooth field: the exact flow of an activation with kinks, an event
+    loop per seed. Neither slots nor lockstep suit it: under `vmap` every seed would
+    pay for every other seed's event searches (both branches of each `cond` run), so
+    8 ReLU seeds took 48-50 s in lockstep against about 1 s each alone (issue 16). One
+    seed after another inside the compiled chunk is never slower than a loop over
+    `gradient_flow`. `schedule` otherwise."""
+    return "sequential" if runs_piecewise(net, flow_kwargs.get("kinks", "exact")) else schedule
 
 
 def default_chunk_size(schedule: Schedule, chunk_size: int | None, num_slots: int) -> int:
     if chunk_size is not None:
         return chunk_size
-    return _LOCKSTEP_CHUNK_SIZE if schedule == "lockstep" else _REFILL_CHUNK_SLOTS * num_slots
+    return _REFILL_CHUNK_SLOTS * num_slots if schedule == "refill" else _LOCKSTEP_CHUNK_SIZE
 
 
 class FlowChunk(eqx.Module):
@@ -56,6 +60,8 @@ class FlowChunk(eqx.Module):
 
     - `"lockstep"`: `jax.vmap` of `gradient_flow`, so every point takes as many loop
       iterations as the slowest one of its chunk;
+    - `"sequential"`: one point after another (`jax.lax.map`), each its own loop: the
+      exact flows of activations with kinks;
     - `"refill"`: `num_slots` points side by side, a slot refilled as soon as its point
       ends (`refill_flow`).
 
@@ -81,6 +87,8 @@ class FlowChunk(eqx.Module):
         nets = inputs if self.init is None else jax.vmap(self.init)(*inputs)
         if self.schedule == "lockstep":
             return jax.vmap(self._one)(nets, data_index)
+        if self.schedule == "sequential":
+            return jax.lax.map(lambda point: self._one(*point), (nets, data_index))
         x, y, weights = self.data
         solution, _ = refill_flow(
             nets, x, y, weights=weights, data_index=data_index, num_slots=self.num_slots,

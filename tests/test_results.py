@@ -127,3 +127,18 @@ def test_ensemble_keyword_typo_names_the_ensemble(w1_data):
     )
     with pytest.raises(TypeError, match=r"`flow_ensemble` got an unknown option `rtoll`.*`rtol`"):
         gf.flow_ensemble(nets, x, y, t1=1.0, rtoll=1e-8, progress=False)
+
+
+def test_exact_relu_stationarity_is_the_filippov_velocity():
+    # A ReLU net fits |s| on 1-D data: at the end the breakplanes sit at data points,
+    # where the loss has no gradient; the end stationarity is that of the Filippov flow,
+    # checked against a finite difference of the state along the run's last stretch.
+    s = jnp.linspace(-1.0, 1.0, 8)
+    x, y = jnp.stack([s, jnp.ones_like(s)], 1), jnp.abs(s)
+    net = gf.random_net(jax.random.key(3), width=3, dim=2, scale=1e-3)
+    ts = jnp.array([0.0, 400.0 - 1e-3, 400.0])
+    sol = gf.gradient_flow(net, x, y, t1=400.0, ts=ts)
+    theta = [ravel_pytree(jax.tree_util.tree_map(lambda v: v[k], sol.nets))[0] for k in (1, 2)]
+    difference = float(jnp.linalg.norm(theta[1] - theta[0]) / 1e-3 / jnp.linalg.norm(theta[1]))
+    assert np.isfinite(float(sol.stationarity)) and np.isfinite(float(sol.final_loss))
+    np.testing.assert_allclose(float(sol.stationarity), difference, rtol=1e-3, atol=1e-12)

@@ -398,6 +398,10 @@ def _finish(ctx: _Context, c: _Loop) -> Solution:
         p.state,
         ctx.options.ts,
         saved,
+        loss_of=ctx.loss,
+        # The Filippov velocity of the current pattern and pins: zero at a pinned
+        # stationary point, where the loss has no gradient.
+        velocity=ctx.field.evaluate(p.state, p.pieces, p.slots)[0],
         t_stop=p.t,
         num_steps=counts.num_steps,
         num_accepted_steps=counts.num_accepted_steps,
