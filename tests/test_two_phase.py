@@ -79,10 +79,16 @@ def test_ensembles_take_the_steps_of_gradient_flow(w1_data, schedule):
     np.testing.assert_array_equal(ensemble.status, gf.Status.SUCCESS)
     for name in ("num_steps", "num_accepted_steps", "num_evaluations", "stop_reason"):
         np.testing.assert_array_equal(getattr(ensemble, name), getattr(single, name), name)
-    np.testing.assert_allclose(_flat(ensemble.net), _flat(single.net), rtol=1e-9)
-    np.testing.assert_allclose(
-        _flat(ensemble.nets), _flat(single.nets), rtol=1e-9, atol=0, equal_nan=True
-    )
+    # Same steps; values agree to the rounding by which the slot-batched program sums in
+    # another order than the seed-batched one. Compared relative to ‖θ‖ (the flow's
+    # accuracy contract), not entry by entry: an entry near zero (a weight crossing it)
+    # carries the absolute rounding of the whole vector (seen: 6e-12 on entries of 1e-7,
+    # 2.7e-5 entry-wise, on a fresh clone).
+    assert np.max(_relative(_flat(ensemble.net), _flat(single.net))) < 1e-9
+    saved, reference = _flat(ensemble.nets), _flat(single.nets)
+    np.testing.assert_array_equal(np.isnan(saved), np.isnan(reference))
+    reached = ~np.isnan(reference).any(axis=-1)
+    assert np.max(_relative(saved[reached], reference[reached])) < 1e-9
 
 
 def test_bad_two_phase():
