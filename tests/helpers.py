@@ -111,6 +111,24 @@ def relative_error(theta, theta_ref) -> np.ndarray:
     return np.linalg.norm(theta - theta_ref, axis=-1) / np.linalg.norm(theta_ref, axis=-1)
 
 
+def assert_relative_close(actual, expected, rtol):
+    """‖actual − expected‖ ≤ rtol·‖expected‖ along the last axis (one parameter vector
+    per row), and NaN or inf in the same places (e.g. save times after a run's `t_stop`).
+
+    The error measure of the flow's accuracy contract, relative to ‖θ‖: two runs whose
+    sums are ordered differently (a batch of another size, vmap against a loop, another
+    fusion) differ by ulps of ‖θ‖ amplified by the flow, not by ulps of each entry, so an
+    entry near zero may differ by a large multiple of its own size."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    nonfinite = ~np.isfinite(expected)
+    np.testing.assert_array_equal(~np.isfinite(actual), nonfinite)
+    np.testing.assert_array_equal(actual[nonfinite], expected[nonfinite])
+    rows = ~nonfinite.any(axis=-1)
+    error = relative_error(actual[rows], expected[rows])
+    assert np.all(error <= rtol), error.max()
+
+
 def numpy_loss(theta, x, y, *, m, bias, activation, weights=None, reduction="mean"):
     """½·Σ_i ω_i (f(x_i) − y_i)² / Z with Z = Σ ω_i ("mean") or 1 ("sum")."""
     sigma, _ = NUMPY_ACTIVATIONS[activation]

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import assert_relative_close, flatten
 
 import gradflow as gf
 
@@ -65,7 +66,10 @@ def test_descent_vmaps_over_nets(getkey):
     run = lambda n: gf.gradient_descent(n, x, y, learning_rate=0.01, t1=1.0)  # noqa: E731
     batched = jax.vmap(run)(nets)
     single = run(jax.tree_util.tree_map(lambda v: v[1], nets))
-    np.testing.assert_allclose(batched.net.W[1], single.net.W, rtol=1e-13)
+    # The same arithmetic per seed, up to XLA ordering batched sums differently: 1e-13
+    # relative to ‖θ‖.
+    second = jax.tree_util.tree_map(lambda v: v[1], batched.net)
+    assert_relative_close(flatten(second), flatten(single.net), rtol=1e-13)
 
 
 def test_divergent_descent_gets_nonfinite_status(getkey):

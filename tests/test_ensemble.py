@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_relative_close, flatten
 
 import gradflow as gf
 from gradflow._schedule import check_schedule
@@ -27,10 +28,12 @@ def test_ensemble_matches_single_runs(getkey, w1_data):
     assert ens.status.shape == (5,) and ens.loss.shape == (5, 3)
     for i in (0, 4):
         single = gf.gradient_flow(_seed(nets, i), x, y, **kwargs)
-        # vmap runs the same arithmetic per seed; 1e-12 allows for XLA fusing the
-        # batched program differently (reassociation at machine precision).
-        np.testing.assert_allclose(ens.net.W[i], single.net.W, rtol=1e-12)
-        np.testing.assert_allclose(ens.loss[i], single.loss, rtol=1e-12)
+        # vmap runs the same arithmetic per seed; 1e-12 (relative to ‖θ‖, and to the
+        # initial loss) allows for XLA fusing the batched program differently
+        # (reassociation at machine precision).
+        assert_relative_close(flatten(_seed(ens.net, i)), flatten(single.net), rtol=1e-12)
+        loss = np.asarray(single.loss)
+        np.testing.assert_allclose(ens.loss[i], loss, rtol=1e-12, atol=1e-12 * loss[0])
         assert ens.num_steps[i] == single.num_steps
 
 
