@@ -20,6 +20,7 @@ from helpers import (
 )
 
 import gradflow as gf
+from gradflow._problem import FlowProblem
 
 
 # `gradient_flow` at its default rtol is accurate to 1e-8 relative to ‖θ‖, as checked
@@ -169,12 +170,44 @@ def test_jit_equals_eager(w1_data):
     assert tree_allclose(jitted.net, eager.net, rtol=1e-12, atol=0)
 
 
-_EVALUATION_TIMES = []
+# (time, kind) of every evaluation of the vector field, and the kind of every evaluation
+# of ∇L, wherever it is made: recorded on the host by the counting identities below.
+_FIELD_EVALUATIONS = []
+_GRADIENT_EVALUATIONS = []
+
+
+def _counting_identity(records):
+    """The identity on `value`, which appends `(t, kind)` to `records` on the host each
+    time its result is used.
+
+    A `jax.pure_callback`, so that XLA removes it along with an evaluation whose result
+    is dead: Rodas5P's ∂f/∂t traces one evaluation of f per step, which nothing computes
+    for gradflow's autonomous fields (a `jax.debug.callback` would keep it alive and count
+    it). A `custom_jvp`, so that the field can be linearised (Rosenbrock steps): the
+    tangent passes through, and the evaluation is recorded once, as "linearised"."""
+
+    def call(kind, t, value):
+        def record(t, value):
+            records.append((float(t), kind))
+            return value
+
+        shapes = jax.tree_util.tree_map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), value)
+        return jax.pure_callback(record, shapes, t, value, vmap_method="sequential")
+
+    @jax.custom_jvp
+    def identity(t, value):
+        return call("plain", t, value)
+
+    @identity.defjvp
+    def _(primals, tangents):
+        return call("linearised", *primals), tangents[1]
+
+    return identity
 
 
 class _CountingScaleFree(gf.AbstractCoordinates):
-    """`ScaleFree`, whose vector field also records the time of every evaluation on the
-    host — an independent count of what the solver really does."""
+    """`ScaleFree`, whose vector field also records every evaluation on the host — an
+    independent count of what the solver really does."""
 
     inner: gf.AbstractCoordinates = gf.ScaleFree()
 
@@ -186,10 +219,12 @@ class _CountingScaleFree(gf.AbstractCoordinates):
 
     def vector_field(self, gradient, layer_sizes):
         field = self.inner.vector_field(gradient, layer_sizes)
+        record = _counting_identity(_FIELD_EVALUATIONS)
 
         def counted(t, state, args):
-            jax.debug.callback(_EVALUATION_TIMES.append, t)
-            return field(t, state, args)
+            # The time is recorded, not differentiated: Rosenbrock steps differentiate f in
+            # t, and a time that carried a tangent would run the `custom_jvp` rule.
+            return field(t, record(jax.lax.stop_gradient(t), state), args)
 
         return counted
 
@@ -197,49 +232,91 @@ class _CountingScaleFree(gf.AbstractCoordinates):
         return self.inner.controller(rtol, dtmin)
 
 
-def fsal_first_attempt(solver):
-    """1 if the first step's f(y0) is an evaluation of its own (FSAL), else 0."""
-    return int(solver.tableau.fsal)
+@pytest.fixture
+def counted_gradient(monkeypatch):
+    """Records every evaluation of ∇L in `_GRADIENT_EVALUATIONS`: those of the vector
+    field and those made elsewhere (stop rules, the escape's probe). The programs that
+    trace it are those of `_CountingScaleFree`, so none is shared with other tests."""
+    gradient = FlowProblem.gradient
+    record = _counting_identity(_GRADIENT_EVALUATIONS)
+    monkeypatch.setattr(
+        FlowProblem, "gradient", lambda self, theta: gradient(self, record(0.0, theta))
+    )
 
 
 @pytest.mark.parametrize(
-    "solver, rtol",
+    "solver, rtol, t1",
     [
-        (dfx.Tsit5(), 1e-6),
-        (dfx.Tsit5(), 1e-10),
-        (dfx.Heun(), 1e-6),
-        pytest.param(dfx.Dopri8(), 1e-10, marks=pytest.mark.slow),
+        (dfx.Tsit5(), 1e-6, 20.0),
+        (dfx.Tsit5(), 1e-10, 20.0),
+        (dfx.Heun(), 1e-6, 20.0),
+        pytest.param(dfx.Dopri8(), 1e-10, 20.0, marks=pytest.mark.slow),
+        pytest.param(gf.Rodas5P(), 1e-10, 20.0, marks=pytest.mark.slow),
+        (None, 1e-10, 5.0),
+        (None, 1e-10, 20.0),
     ],
-    ids=["Tsit5-1e-6", "Tsit5-1e-10", "Heun-1e-6", "Dopri8-1e-10"],
+    ids=[
+        "Tsit5-1e-6",
+        "Tsit5-1e-10",
+        "Heun-1e-6",
+        "Dopri8-1e-10",
+        "Rodas5P-1e-10",
+        "default-before-switch",
+        "default-through-switch",
+    ],
 )
-def test_num_evaluations_is_the_true_count(w1_data, solver, rtol):
+def test_num_evaluations_is_the_true_count(w1_data, counted_gradient, solver, rtol, t1):
     x, y = w1_data
-    options = dict(t1=20.0, reduction="sum", rtol=rtol, solver=solver)
-    run = jax.jit(
-        lambda net: gf.gradient_flow(net, x, y, coordinates=_CountingScaleFree(), **options)
+    _FIELD_EVALUATIONS.clear()
+    _GRADIENT_EVALUATIONS.clear()
+    sol = gf.gradient_flow(
+        _w1_net(0, 1e-8),
+        x,
+        y,
+        t1=t1,
+        reduction="sum",
+        rtol=rtol,
+        solver=solver,
+        coordinates=_CountingScaleFree(),
     )
-    _EVALUATION_TIMES.clear()
-    sol = run(_w1_net(0, 1e-8))
     jax.block_until_ready(sol)
     jax.effects_barrier()
-    times = np.asarray(_EVALUATION_TIMES)
+    times = np.array([t for t, _ in _FIELD_EVALUATIONS])
     assert int(sol.status) == gf.Status.SUCCESS
-    # gradflow evaluates f(y0) once to set the initial time scale, and Diffrax once per
-    # attempt at the first step (t = t0 exactly, the end of the jumped linear escape; all
-    # other stages of these tableaux sit at t > t0). For FSAL methods `num_evaluations`
-    # counts one such attempt; a rejected first attempt re-evaluates f(y0): true count =
-    # 1 + (stages − 1)·num_steps + 1 + (rejected first attempts). Non-FSAL: 1 +
-    # stages·num_steps. The escape's defect probe calls the gradient directly, unseen
-    # by the counting field, and is counted once more.
+    two_phase = solver is None  # W1's 6 parameters: the default is `TwoPhase()`
+    explicit = gf.TwoPhase().explicit if two_phase else solver
+    # Rosenbrock steps (Rodas5P, the second phase of `TwoPhase`), rejected ones included:
+    # each linearises f once, at the start of the step.
+    rosenbrock_steps = sum(kind == "linearised" for _, kind in _FIELD_EVALUATIONS)
+    if isinstance(solver, gf.Rodas5P):
+        assert rosenbrock_steps == int(sol.num_steps)
+    elif two_phase:
+        # To t = 5 the W1 run is still on its plateau; by t = 20 it has fitted the data,
+        # and switched.
+        assert (rosenbrock_steps > 0) == (t1 > 5)
+    else:
+        assert rosenbrock_steps == 0
+    # gradflow evaluates f(y0) once to set the initial time scale, and the solver once
+    # per attempt at the first step (t = t0 exactly, the end of the jumped linear escape;
+    # all other stages of these tableaux sit at t > t0). For FSAL methods
+    # `num_evaluations` counts one such attempt (in the solver's `init`); a rejected first
+    # attempt re-evaluates f(y0): true count = 1 + (stages − 1)·num_steps + 1 + (rejected
+    # first attempts). Non-FSAL: 1 + stages·num_steps. The escape's defect probe calls
+    # the gradient directly, unseen by the counting field, and is counted once more.
     probe = 1
     assert float(times.min()) > 0  # the escape was jumped
-    first_step_retries = int(np.sum(times == times.min())) - 1 - fsal_first_attempt(solver)
+    fsal = int(explicit.tableau.fsal)
+    first_step_retries = int(np.sum(times == times.min())) - 1 - fsal
     assert 0 <= first_step_retries <= int(sol.num_rejected_steps)
-    fsal = int(solver.tableau.fsal)
     assert len(times) + probe == int(sol.num_evaluations) + fsal * first_step_retries
     if rtol == 1e-6:
         # Here the first step is accepted (dt0 is small enough), and the count is exact.
         assert len(times) + probe == int(sol.num_evaluations)
+    # Every evaluation of ∇L: the field's, the probe, and those of `TwoPhase`'s switch
+    # rule, checked at the start of the explicit phase and after each of its steps,
+    # rejected ones included. `num_evaluations` leaves the latter out.
+    switch_checks = int(sol.num_steps) - rosenbrock_steps + 1 if two_phase else 0
+    assert len(_GRADIENT_EVALUATIONS) == len(times) + probe + switch_checks
 
 
 # --------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_relative_close
 
 import gradflow as gf
 
@@ -30,13 +31,14 @@ def test_agrees_with_tight_rodas_through_the_switch(w1_data):
     errors = _relative(_flat(sol.nets), _flat(reference.nets))
     assert np.max(errors) < 1e-9, errors
     assert sol.num_steps < 1000  # Tsit5 alone: over 50,000 steps to 1e6
-    # 6 evaluations per Tsit5 step (plus 1 at its start), 8 per Rodas5P step, 2 to set up.
-    assert (sol.num_evaluations - 3) % 2 == 0 and sol.num_evaluations < 8 * sol.num_steps + 3
+    # (`num_evaluations` through the switch is counted independently, by the vector field
+    # itself, in test_flow_properties.py.)
 
 
 def test_without_a_switch_it_is_the_explicit_solver(w1_data):
     # To t = 5 a 1e-8 run is still on its plateau: the switch never fires, and the run is
-    # Tsit5's, step for step.
+    # Tsit5's, step for step. Its values differ from Diffrax's only by the order of the
+    # stage sums (`Unrolled`), by ulps of ‖θ‖ (see `assert_relative_close`).
     x, y = w1_data
     net = gf.random_net(jax.random.key(1), width=2, dim=2, scale=1e-8, activation="tanh")
     kwargs = dict(t1=5.0, ts=jnp.linspace(0.0, 5.0, 6), reduction="sum")
@@ -44,7 +46,7 @@ def test_without_a_switch_it_is_the_explicit_solver(w1_data):
     tsit5 = gf.gradient_flow(net, x, y, solver=dfx.Tsit5(), **kwargs)
     for name in ("status", "num_steps", "num_evaluations", "stop_reason"):
         assert int(getattr(sol, name)) == int(getattr(tsit5, name)), name
-    np.testing.assert_allclose(_flat(sol.nets), _flat(tsit5.nets), rtol=1e-12, atol=0)
+    assert_relative_close(_flat(sol.nets), _flat(tsit5.nets), rtol=1e-12)
 
 
 @pytest.mark.parametrize("loss_tol", [1e-3, 1e-14])
