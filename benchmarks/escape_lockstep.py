@@ -38,7 +38,6 @@ from w1 import (
 )
 
 import gradflow as gf
-from gradflow._refill import efficiency as refill_efficiency
 
 
 SCALES = (1e-2, 1e-5, 1e-8, 1e-12, 1e-16, 1e-20)
@@ -168,7 +167,7 @@ def refill(nets, reference, chunk):
         f"{sum(c.max() for c in steps.reshape(-1, chunk))} |"
     )
     print(
-        f"| refill, {chunk} slots | {refill_efficiency(sol, stats):.3f} | {refill_time:.2f} | "
+        f"| refill, {chunk} slots | {stats.efficiency:.3f} | {refill_time:.2f} | "
         f"{int(stats.iterations)} |"
     )
     print(f"\nwall time chunks / refill: {chunks_time / refill_time:.2f}")

@@ -48,7 +48,7 @@ from ._piecewise import (  # noqa: E402
     EventLog as EventLog,
     piecewise_flow as piecewise_flow,
 )
-from ._refill import refill_flow as refill_flow  # noqa: E402
+from ._refill import refill_flow as refill_flow, RefillStats as RefillStats  # noqa: E402
 from ._solution import Solution as Solution  # noqa: E402
 from ._solver import (  # noqa: E402
     AbstractRosenbrock as AbstractRosenbrock,

@@ -33,11 +33,17 @@ from ._solver import Phase, phases_of
 
 
 class RefillStats(eqx.Module):
-    """How busy the slots were: `efficiency` = steps taken by all seeds /
-    (`num_slots` × `iterations`); 1 means no slot ever idled."""
+    """How busy the slots were, over all phases: `iterations` of the slot loop, each
+    advancing every busy slot by one step, and `steps`, the steps all seeds took."""
 
     iterations: Int[Array, ""]
+    steps: Int[Array, ""]
     num_slots: int = eqx.field(static=True)
+
+    @property
+    def efficiency(self) -> float:
+        """`steps` / (`num_slots` × `iterations`): 1 means no slot ever idled."""
+        return float(self.steps) / (self.num_slots * int(self.iterations))
 
 
 class _Run(eqx.Module):
@@ -216,7 +222,8 @@ def _refill_flow(context: _Context, *, num_slots: int) -> tuple[Solution, Refill
     solution = jax.vmap(lambda *args: _seed_solution(ctx, *args))(
         ctx.inputs, runs, saved, phase_steps
     )
-    return solution, RefillStats(iterations=iterations, num_slots=num_slots)
+    stats = RefillStats(iterations, jnp.sum(solution.num_steps), num_slots)
+    return solution, stats
 
 
 def _first_event(ctx: _Context, inp, state, switch_tol) -> tuple[dict, Bool[Array, ""]]:
@@ -476,8 +483,3 @@ def _seed_solution(ctx: _Context, inp, run: _Run, saved, phase_steps) -> Solutio
 def _unsaved(dtype):
     """What an unwritten save holds before `finish` masks it: inf, as `diffeqsolve`."""
     return jnp.inf if jnp.issubdtype(dtype, jnp.inexact) else 0
-
-
-def efficiency(solution: Solution, stats: RefillStats) -> float:
-    """Steps taken by all seeds / (slots × loop iterations)."""
-    return float(jnp.sum(solution.num_steps)) / (stats.num_slots * int(stats.iterations))

@@ -52,8 +52,8 @@ def test_sliding_velocity_one_point_1d(activation):
         jnp.concatenate([ONE_D_X, jnp.ones((2, 1))], axis=1), ONE_D_Y, jnp.full(2, 0.5), breakplanes
     )
     pieces = jnp.array([[1, 2]], jnp.int32)  # point 0 pinned, point 1 active
-    slots = jnp.array([[0, -1]], jnp.int32)
-    (a_dot, W_dot), alpha, _ = field.evaluate((net.a, jnp.array([[w, 0.0]])), pieces, slots)
+    pins = jnp.array([[0, -1]], jnp.int32)
+    (a_dot, W_dot), alpha, _ = field.evaluate((net.a, jnp.array([[w, 0.0]])), pieces, pins)
     e2 = (a * w - 1) / 2
     below, above = breakplanes.slope_below[0], breakplanes.slope_above[0]
     np.testing.assert_allclose(a_dot, [-e2 * w], rtol=1e-14)

@@ -114,14 +114,14 @@ def solve_piecewise(net: TwoLayerNet, data: tuple, options: FlowOptions) -> Solu
 
 
 class _Position(eqx.Module):
-    """Where the flow is: its state at `t` on the pattern `(pieces, slots)`, the margins
+    """Where the flow is: its state at `t` on the pattern `(pieces, pins)`, the margins
     there, and the solver's state and next step size."""
 
     t: Float[Array, ""]
     state: State
     pieces: Int[Array, "m n"]
-    slots: Int[Array, "m D"]  # the point pinned in each slot of each neuron; -1 if empty
-    pin_record: Int[Array, "m D"]  # index in the event log of each slot's pin
+    pins: Int[Array, "m D"]  # the data point each of a neuron's D pins holds; -1 if unused
+    pin_record: Int[Array, "m D"]  # index in the event log of each pin's PIN event
     h_free: Float[Array, "m n"]  # margins at `state`
     h_pin: Float[Array, "m D"]
     solver_state: PyTree
@@ -218,7 +218,7 @@ class _Context(eqx.Module):
         return self.options.t1
 
     @property
-    def num_slots(self) -> int:
+    def pins_per_neuron(self) -> int:
         # At most dim(x̃) affinely independent data points lie on one breakplane.
         return min(self.field.inputs.shape)
 
@@ -307,7 +307,7 @@ def _start(net, data, options, breakplanes) -> tuple[_Context, _Position]:
         t=t0,
         state=state,
         pieces=pieces,
-        slots=no_pins,
+        pins=no_pins,
         pin_record=no_pins,
         h_free=h_free,
         h_pin=h_pin,
@@ -325,7 +325,7 @@ def _initial_loop(ctx: _Context, position: _Position) -> _Loop:
     zero = jnp.zeros_like(p.t)
     step_shape = jax.eval_shape(
         lambda: ctx.solver.step(
-            ctx.term, zero, ctx.t1, p.state, (p.pieces, p.slots), p.solver_state, True
+            ctx.term, zero, ctx.t1, p.state, (p.pieces, p.pins), p.solver_state, True
         )
     )
     step = _Step(
@@ -333,7 +333,7 @@ def _initial_loop(ctx: _Context, position: _Position) -> _Loop:
         t1=zero,
         dense=jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), step_shape[2]),
         candidates_free=jnp.zeros((m, n), bool),
-        candidates_pin=jnp.zeros((m, ctx.num_slots), bool),
+        candidates_pin=jnp.zeros((m, ctx.pins_per_neuron), bool),
     )
     no_moves = jnp.zeros((), jnp.int32)
     bracket = _Bracket(zero, zero, zero, zero, moved=no_moves, use_secant=jnp.asarray(True))
@@ -401,7 +401,7 @@ def _finish(ctx: _Context, c: _Loop) -> Solution:
         loss_of=ctx.loss,
         # The Filippov velocity of the current pattern and pins: zero at a pinned
         # stationary point, where the loss has no gradient.
-        velocity=ctx.field.evaluate(p.state, p.pieces, p.slots)[0],
+        velocity=ctx.field.evaluate(p.state, p.pieces, p.pins)[0],
         t_stop=p.t,
         num_steps=counts.num_steps,
         num_accepted_steps=counts.num_accepted_steps,
@@ -429,10 +429,10 @@ def _attempt(ctx: _Context, c: _Loop) -> _Loop:
     p = c.position
     t_next = jnp.minimum(p.t + p.dt, ctx.t1)
     y1, y_error, dense, solver_state, _ = ctx.solver.step(
-        ctx.term, p.t, t_next, p.state, (p.pieces, p.slots), p.solver_state, p.made_jump
+        ctx.term, p.t, t_next, p.state, (p.pieces, p.pins), p.solver_state, p.made_jump
     )
     finite, accept, dt = _control(ctx, p.t, t_next, p.state, y1, y_error)
-    h_free1, h_pin1 = _margins(ctx.field, y1, p.pieces, p.slots)
+    h_free1, h_pin1 = _margins(ctx.field, y1, p.pieces, p.pins)
     step = _Step(p.t, t_next, dense, candidates_free=h_free1 < 0, candidates_pin=h_pin1 < 0)
     event = accept & (jnp.any(step.candidates_free) | jnp.any(step.candidates_pin))
     smooth = accept & ~event
@@ -458,7 +458,7 @@ def _attempt(ctx: _Context, c: _Loop) -> _Loop:
         t=jnp.where(smooth, t_next, p.t),
         state=select(smooth, y1, p.state),
         pieces=p.pieces,
-        slots=p.slots,
+        pins=p.pins,
         pin_record=p.pin_record,
         h_free=jnp.where(smooth, h_free1, p.h_free),
         h_pin=jnp.where(smooth, h_pin1, p.h_pin),
@@ -502,7 +502,7 @@ def _refine(ctx: _Context, c: _Loop) -> _Loop:
     inside = jnp.isfinite(secant) & (secant > b.lo) & (secant < b.hi)
     t_mid = jnp.where(b.use_secant & inside, secant, b.lo + 0.5 * width)
     state = ctx.interpolation(c.step).evaluate(t_mid)
-    h_free, h_pin = _margins(ctx.field, state, c.position.pieces, c.position.slots)
+    h_free, h_pin = _margins(ctx.field, state, c.position.pieces, c.position.pins)
     h_mid = _first_margin(h_free, h_pin, c.step)
     crossed = h_mid < 0
     lo = jnp.where(crossed, b.lo, t_mid)
@@ -531,24 +531,24 @@ def _apply_event(ctx: _Context, c: _Loop) -> _Loop:
     state_at = ctx.interpolation(c.step).evaluate
     output = _save_until(ctx, c.output, t_event, state_at, p.pieces)
     state = state_at(t_event)
-    _, alpha, z = ctx.field.evaluate(state, p.pieces, p.slots)
-    h_free, h_pin = ctx.field.margins(z, alpha, p.pieces, p.slots)
+    _, alpha, z = ctx.field.evaluate(state, p.pieces, p.pins)
+    h_free, h_pin = ctx.field.margins(z, alpha, p.pieces, p.pins)
     h_free = jnp.where(c.step.candidates_free, h_free, jnp.inf)
     h_pin = jnp.where(c.step.candidates_pin, h_pin, jnp.inf)
     # The first event is a free entry reaching a kink unless a pin's α left [0, 1] first.
     at_kink = (jnp.min(h_free) < 0) | (jnp.min(h_free) <= jnp.min(h_pin))
-    state, pieces, slots, pin_record, log, out_of_slots = jax.lax.cond(
+    state, pieces, pins, pin_record, log, out_of_pins = jax.lax.cond(
         at_kink,
         lambda _: _reach_kink(ctx, p, output.log, t_event, state, z, h_free),
         lambda _: _release(ctx, p, output.log, t_event, state, alpha, h_pin),
         None,
     )
-    h_free, h_pin = _margins(ctx.field, state, pieces, slots)
+    h_free, h_pin = _margins(ctx.field, state, pieces, pins)
     position = _Position(
         t=t_event,
         state=state,
         pieces=pieces,
-        slots=slots,
+        pins=pins,
         pin_record=pin_record,
         h_free=h_free,
         h_pin=h_pin,
@@ -564,7 +564,7 @@ def _apply_event(ctx: _Context, c: _Loop) -> _Loop:
             # The field at the event, the two one-sided rates of `_reach_kink`, and the
             # margins on the new pattern (the same count for either branch).
             counts.num_evaluations + 4,
-            jnp.where(out_of_slots, Status.SOLVER_FAILURE, counts.status).astype(jnp.int32),
+            jnp.where(out_of_pins, Status.SOLVER_FAILURE, counts.status).astype(jnp.int32),
         ),
     )
     output = eqx.tree_at(lambda o: o.log, output, log)
@@ -573,19 +573,19 @@ def _apply_event(ctx: _Context, c: _Loop) -> _Loop:
 
 def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, z, h_free):
     """The free entry $z_{ki}$ with the smallest margin has reached a kink at `t_event`:
-    it slides (a pin, in the first free slot of neuron k), crosses, or turns back,
+    it slides (taking neuron k's first unused pin), crosses, or turns back,
     as the two one-sided fields there say.
 
-    **Returns:** the new `(state, pieces, slots, pin_record, log)`, and whether it should
-    have pinned but neuron k had no free slot."""
+    **Returns:** the new `(state, pieces, pins, pin_record, log)`, and whether it should
+    have pinned but neuron k had no unused pin."""
     k, i = jnp.divmod(jnp.argmin(h_free).astype(jnp.int32), h_free.shape[1])
     piece = p.pieces[k, i]
     lower, upper = ctx.breakplanes.bounds(piece)
     upward = upper - z[k, i] < z[k, i] - lower
     kink = jnp.where(upward, piece // 2, piece // 2 - 1)
-    slot_free = p.slots[k] < 0
-    slot = jnp.argmax(slot_free).astype(jnp.int32)
-    has_slot = jnp.any(slot_free)
+    pin_unused = p.pins[k] < 0
+    free_pin = jnp.argmax(pin_unused).astype(jnp.int32)
+    has_free_pin = jnp.any(pin_unused)
 
     rate_below, rate_above = _one_sided_rates(ctx, state, p, k, i, kink)
     slides = (rate_below > 0) & (rate_above < 0)
@@ -597,15 +597,15 @@ def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, z, h
         jnp.where((rate_below <= 0) & (rate_above <= 0), False, upward),
     )
     crosses = ~slides & (go_up == upward)
-    pin = slides & has_slot
+    pin = slides & has_free_pin
     pin_pieces = p.pieces.at[k, i].set(2 * kink + 1)
-    pin_slots = p.slots.at[k, slot].set(jnp.where(has_slot, i, p.slots[k, slot]))
+    with_pin = p.pins.at[k, free_pin].set(jnp.where(has_free_pin, i, p.pins[k, free_pin]))
     crossed_pieces = p.pieces.at[k, i].set(2 * kink + 1 + jnp.where(go_up, 1, -1))
     pieces = jnp.where(pin, pin_pieces, jnp.where(crosses, crossed_pieces, p.pieces))
-    slots = jnp.where(pin, pin_slots, p.slots)
+    pins = jnp.where(pin, with_pin, p.pins)
     # A pin starts exactly on its breakplane; an entry that turned back (it only grazed
     # the kink, or rounding put it across) returns onto it.
-    new_state = select(crosses, state, ctx.field.project(state, pin_pieces, pin_slots))
+    new_state = select(crosses, state, ctx.field.project(state, pin_pieces, with_pin))
     new_log = jax.lax.cond(
         pin | crosses,
         lambda log: log.record(
@@ -615,8 +615,8 @@ def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, z, h
         lambda log: log,
         log,
     )  # fmt: skip
-    pin_record = jnp.where(pin, p.pin_record.at[k, slot].set(log.num_events), p.pin_record)
-    return new_state, pieces, slots, pin_record, new_log, slides & ~has_slot
+    pin_record = jnp.where(pin, p.pin_record.at[k, free_pin].set(log.num_events), p.pin_record)
+    return new_state, pieces, pins, pin_record, new_log, slides & ~has_free_pin
 
 
 def _one_sided_rates(ctx: _Context, state, p: _Position, k, i, kink):
@@ -625,7 +625,7 @@ def _one_sided_rates(ctx: _Context, state, p: _Position, k, i, kink):
 
     def rate(side_piece):
         pieces = p.pieces.at[k, i].set(side_piece)
-        (_, W_dot), _, _ = ctx.field.evaluate(state, pieces, p.slots)
+        (_, W_dot), _, _ = ctx.field.evaluate(state, pieces, p.pins)
         return W_dot[k] @ ctx.field.inputs[i]
 
     return rate(2 * kink), rate(2 * kink + 2)
@@ -636,15 +636,15 @@ def _release(ctx: _Context, p: _Position, log: EventLog, t_event, state, alpha, 
     whose field now points away: $\\alpha > 1$ above the kink, $\\alpha < 0$ below.
 
     **Returns:** as `_reach_kink`."""
-    k, slot = jnp.divmod(jnp.argmin(h_pin).astype(jnp.int32), h_pin.shape[1])
-    i = p.slots[k, slot]
+    k, j = jnp.divmod(jnp.argmin(h_pin).astype(jnp.int32), h_pin.shape[1])
+    i = p.pins[k, j]
     kink = (p.pieces[k, i] - 1) // 2
-    above = alpha[k, slot] > 0.5
+    above = alpha[k, j] > 0.5
     pieces = p.pieces.at[k, i].set(jnp.where(above, 2 * kink + 2, 2 * kink))
-    slots = p.slots.at[k, slot].set(-1)
-    log = log.release(p.pin_record[k, slot], t_event, jnp.where(above, 1, -1))
-    pin_record = p.pin_record.at[k, slot].set(-1)
-    return state, pieces, slots, pin_record, log, jnp.asarray(False)
+    pins = p.pins.at[k, j].set(-1)
+    log = log.release(p.pin_record[k, j], t_event, jnp.where(above, 1, -1))
+    pin_record = p.pin_record.at[k, j].set(-1)
+    return state, pieces, pins, pin_record, log, jnp.asarray(False)
 
 
 def _save_until(ctx: _Context, output: _Output, t_end, state_at, pieces) -> _Output:
@@ -672,10 +672,10 @@ def _save_until(ctx: _Context, output: _Output, t_end, state_at, pieces) -> _Out
 # --------------------------------------------------------------------------------------
 
 
-def _margins(field: PiecewiseField, state: State, pieces, slots):
-    """`(h_free, h_pin)` at `state` on the pattern `(pieces, slots)`."""
-    _, alpha, z = field.evaluate(state, pieces, slots)
-    return field.margins(z, alpha, pieces, slots)
+def _margins(field: PiecewiseField, state: State, pieces, pins):
+    """`(h_free, h_pin)` at `state` on the pattern `(pieces, pins)`."""
+    _, alpha, z = field.evaluate(state, pieces, pins)
+    return field.margins(z, alpha, pieces, pins)
 
 
 def _first_margin(h_free, h_pin, step: _Step) -> Float[Array, ""]:
