@@ -6,6 +6,7 @@ import jax
 # Tiny init scales (1e-8 ... 1e-20) need float64; gradflow's constructors default to it.
 jax.config.update("jax_enable_x64", True)
 
+from . import radon as radon  # noqa: E402  (the Radon toolkit, `gradflow.radon`)
 from ._activation import (  # noqa: E402
     AbstractActivation as AbstractActivation,
     Erf as Erf,
