@@ -6,7 +6,7 @@ import optax
 from jaxtyping import Array, ArrayLike, Float
 
 from ._loss import Reduction, squared_loss
-from ._misc import check_positive, is_traced, ravel_net
+from ._misc import check_positive, check_reduction, is_traced, ravel_net
 from ._network import TwoLayerNet
 from ._options import Observables
 from ._solution import assemble, observe, Solution
@@ -53,8 +53,7 @@ def gradient_descent(
     num_steps = int(np.rint(float(t1) / learning_rate))
     if num_steps < 1:
         raise ValueError(f"`t1` / `learning_rate` = {float(t1) / learning_rate} is under one step.")
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"`reduction` must be 'mean' or 'sum', got {reduction!r}.")
+    check_reduction(reduction)
     optimizer = optax.sgd(learning_rate) if optimizer is None else optimizer
     save_steps = jnp.clip(jnp.rint(ts / learning_rate).astype(jnp.int32), 0, num_steps)
     return _gradient_descent(
@@ -133,7 +132,8 @@ def _gradient_descent(
 
 def _net_sq_norm(net: TwoLayerNet) -> Array:
     """$\\|\\theta\\|^2$ of a net, keeping any leading (seed, time) axes."""
-    out = jnp.sum(net.a**2, axis=-1) + jnp.sum(net.W**2, axis=(-2, -1))
+    outer = (-2, -1) if net.output_shape else -1
+    out = jnp.sum(net.a**2, axis=outer) + jnp.sum(net.W**2, axis=(-2, -1))
     return out if net.b is None else out + jnp.sum(net.b**2, axis=-1)
 
 

@@ -34,8 +34,8 @@ def flow_ensemble(
 
     - `nets`: a `TwoLayerNet` whose arrays have a leading seed axis, e.g. from
       `jax.vmap(lambda k: gradflow.random_net(k, ...))(keys)`.
-    - `x`, `y`, `weights`: shared data `(n, d)`, `(n,)`, or per-seed data with the
-      same leading seed axis.
+    - `x`, `y`, `weights`: shared data `(n, d)`, `(n,)` (`y` of shape `(n, k)` for
+      nets with k outputs), or per-seed data with the same leading seed axis.
     - `schedule`: how the seeds of a chunk share the solver loop.
         - `"refill"` (default): `num_slots` seeds are integrated side by side, and a slot
           whose seed ends takes the next seed at once (see `refill_flow`), so no
@@ -64,10 +64,11 @@ def flow_ensemble(
     **Returns:** a `Solution` with a leading seed axis (NumPy arrays). A seed that
     fails has a non-zero `status`; the others are unaffected.
     """
-    if not isinstance(nets, TwoLayerNet) or nets.a.ndim != 2:
+    if not isinstance(nets, TwoLayerNet) or nets.W.ndim != 3:
         raise ValueError(
-            "`nets` must be a stacked `TwoLayerNet` with `a` of shape (seeds, m); "
-            "build one with `jax.vmap` over keys."
+            "`nets` must be a stacked `TwoLayerNet` with `W` of shape (seeds, m, d) (and `a` "
+            "of shape (seeds, m), or (seeds, m, k) for k outputs); build one with "
+            "`jax.vmap` over keys."
         )
     num_seeds = nets.a.shape[0]
     x, y = jnp.asarray(x), jnp.asarray(y)

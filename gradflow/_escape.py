@@ -34,9 +34,16 @@ from ._network import TwoLayerNet
 def escape_order(net: TwoLayerNet) -> int:
     """The order $p$ of the neglected terms, or 0 when the flow near the origin is not
     the linear flow above (an activation with kinks, or $\\sigma(0) \\ne 0$, or
-    $\\sigma'(0) = 0$). Decided at trace time from the static activation."""
+    $\\sigma'(0) = 0$, or a vector output). Decided at trace time from the static
+    activation and the shape of `a`."""
     sigma = net.activation
     if not sigma.is_smooth:
+        return 0
+    if net.output_shape:
+        # With k outputs the linear phase grows along the singular vectors of
+        # Σ_i c_i y_i x̃_iᵀ (k × e), at up to min(k, e) rates, and the radius has no
+        # closed-form inverse in time; the solver integrates that phase instead, its
+        # cost growing like log(1/ε) (as with `linear_escape=False`).
         return 0
     # Constants are traced under an outer `jit`; the activation is static, so evaluate
     # it eagerly.

@@ -88,23 +88,29 @@ class Grid(eqx.Module):
 
 def pad_samples(
     n: int,
-    x: Float[ArrayLike, "... k d"],
-    y: Float[ArrayLike, "... k"],
-    weights: Float[ArrayLike, "... k"] | None = None,
+    x: Float[ArrayLike, "... s d"],
+    y: Float[ArrayLike, "..."],  # (..., s) or (..., s, k)
+    weights: Float[ArrayLike, "... s"] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`(x, y, weights)` padded to `n` samples with zero-weight samples ($x = 0$, $y = 0$),
-    which `squared_loss` ignores exactly, so that data sets of several sizes share one
-    compiled program. `weights=None` means weight one for every real sample. NumPy in and
-    out: padding happens on the host, before the data goes to the device."""
+    """`(x, y, weights)` of `s` samples padded to `n` samples with zero-weight samples
+    ($x = 0$, $y = 0$), which `squared_loss` ignores exactly, so that data sets of several
+    sizes share one compiled program. `y` may carry a trailing output axis `(s, k)`.
+    `weights=None` means weight one for every real sample. NumPy in and out: padding
+    happens on the host, before the data goes to the device."""
     x, y = np.asarray(x), np.asarray(y)
-    weights = np.ones(y.shape, x.dtype) if weights is None else np.asarray(weights)
-    pad = n - y.shape[-1]
+    if x.ndim < 2:
+        raise ValueError(f"`x` must have shape (..., s, d), got {x.shape}.")
+    # The sample axis is x's second-to-last; y and the weights share x's leading axes, so
+    # it has the same index in each (y's trailing output axis, if any, comes after it).
+    axis = x.ndim - 2
+    weights = np.ones(x.shape[:-1], x.dtype) if weights is None else np.asarray(weights)
+    pad = n - x.shape[axis]
     if pad < 0:
-        raise ValueError(f"Cannot pad {y.shape[-1]} samples to `n` = {n}.")
+        raise ValueError(f"Cannot pad {x.shape[axis]} samples to `n` = {n}.")
 
-    def at_end(v, axis):
+    def at_end(v):
         widths = [(0, 0)] * v.ndim
         widths[axis] = (0, pad)
         return np.pad(v, widths)
 
-    return at_end(x, -2), at_end(y, -1), at_end(weights, -1)
+    return at_end(x), at_end(y), at_end(weights)

@@ -23,7 +23,8 @@ def to_dataset(solution: Solution, grid: "dict[str, np.ndarray] | None" = None):
     `grid` maps dimension names to coordinates whose sizes multiply to the number
     of runs (C order), e.g. `{"n": sizes, "scale": scales, "seed": seeds}`; the
     default is one `seed` axis. Variables: `loss` and each observable over `time`,
-    the final parameters `a`, `W`, `b`, and the per-run `t_stop`, `final_loss`,
+    the final parameters `a` (over `neuron`, and `output` for a net with vector
+    outputs), `W`, `b`, and the per-run `t_stop`, `final_loss`,
     `stationarity`, `status`, `stop_reason`, `num_steps`, `num_evaluations`,
     `phase_steps`. For exact flows with kinks, the event log as `event_*` variables
     over an `event` axis (see `EventLog`) and the totals `num_events`,
@@ -56,7 +57,10 @@ def to_dataset(solution: Solution, grid: "dict[str, np.ndarray] | None" = None):
         "num_evaluations": var(solution.num_evaluations, ()),
         "phase_steps": var(solution.phase_steps, ("phase",)),
     }
-    for name, dims_p in _PARAM_DIMS.items():
+    param_dims = dict(_PARAM_DIMS)
+    if solution.net.output_shape:
+        param_dims["a"] = ("neuron", "output")
+    for name, dims_p in param_dims.items():
         value = getattr(solution.net, name)
         if value is not None:
             data[name] = var(value, dims_p)

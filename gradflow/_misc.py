@@ -22,11 +22,10 @@ def ravel_net(net):
 
 
 def layer_sizes(net) -> tuple[int, int]:
-    """Sizes of the outer (`a`) and inner (`W`, `b`) blocks of `ravel_net`'s θ, which
-    follows the field order of `TwoLayerNet`."""
-    m = net.a.shape[-1]
+    """Sizes of the outer (`a`: m, or m·k for k outputs) and inner (`W`, `b`) blocks of
+    `ravel_net`'s θ, which follows the field order of `TwoLayerNet`."""
     inner = net.W.size + (0 if net.b is None else net.b.size)
-    return m, inner
+    return net.a.size, inner
 
 
 def rms(v):

@@ -11,7 +11,9 @@ class TwoLayerNet(eqx.Module):
 
     **Arguments:**
 
-    - `a`: outer weights, shape `(m,)`.
+    - `a`: outer weights, shape `(m,)` for a scalar output, or `(m, k)` for an output in
+      $\\mathbb{R}^k$ (row $j$ is neuron $j$'s output vector $a_j$). An `(m, 1)` net is the
+      scalar problem with targets of shape `(n, 1)`.
     - `W`: inner weights, shape `(m, d)`; row $k$ is $w_k$.
     - `b`: optional biases, shape `(m,)`. `None` means no bias (a bias can also be
       modelled as a constant input coordinate, as Zhao et al. do).
@@ -21,31 +23,34 @@ class TwoLayerNet(eqx.Module):
     activation is static, so `jax.vmap` over a stacked `TwoLayerNet` runs an ensemble.
     """
 
-    a: Float[Array, " m"]
+    a: Float[Array, " m *k"]
     W: Float[Array, "m d"]
     b: Float[Array, " m"] | None
     activation: AbstractActivation = eqx.field(static=True)
 
     def __init__(
         self,
-        a: Float[ArrayLike, " m"],
+        a: Float[ArrayLike, " m *k"],
         W: Float[ArrayLike, "m d"],
         b: Float[ArrayLike, " m"] | None = None,
         activation: str | AbstractActivation = "relu",
     ):
         a = jnp.asarray(a)
         W = jnp.asarray(W)
-        if a.ndim != 1:
-            raise ValueError(f"`a` must have shape (m,), got shape {a.shape}.")
+        if a.ndim not in (1, 2):
+            raise ValueError(
+                f"`a` must have shape (m,) (scalar output) or (m, k) (k outputs), got shape "
+                f"{a.shape}."
+            )
         if W.ndim != 2 or W.shape[0] != a.shape[0]:
             raise ValueError(
                 f"`W` must have shape (m, d) = ({a.shape[0]}, d) to match `a`, got shape {W.shape}."
             )
         if b is not None:
             b = jnp.asarray(b)
-            if b.shape != a.shape:
+            if b.shape != a.shape[:1]:
                 raise ValueError(
-                    f"`b` must have shape (m,) = {a.shape} to match `a`, got {b.shape}."
+                    f"`b` must have shape (m,) = {a.shape[:1]} to match `a`, got {b.shape}."
                 )
         dtypes = {a.dtype, W.dtype} | ({b.dtype} if b is not None else set())
         if len(dtypes) != 1:
@@ -62,7 +67,13 @@ class TwoLayerNet(eqx.Module):
 
     @property
     def width(self) -> int:
-        return self.a.shape[-1]
+        return self.W.shape[-2]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """`()` for a scalar output, `(k,)` for an output in $\\mathbb{R}^k$. Read from
+        `W`'s rank too, so it holds for nets stacked along leading (seed, time) axes."""
+        return self.a.shape[-1:] if self.a.ndim == self.W.ndim else ()
 
     @property
     def dim(self) -> int:
@@ -77,18 +88,21 @@ class TwoLayerNet(eqx.Module):
         z = jnp.asarray(x) @ self.W.T
         return z if self.b is None else z + self.b[None, :]
 
-    def __call__(self, x: Float[ArrayLike, "n d"]) -> Float[Array, " n"]:
+    def __call__(self, x: Float[ArrayLike, "n d"]) -> Float[Array, " n *k"]:
+        """The outputs $f_\\theta(x_i)$, shape `(n,)` or `(n, k)`."""
         return self.activation(self.preactivation(x)) @ self.a
 
 
 def imbalance(net: TwoLayerNet) -> Float[Array, " m"]:
-    """Per-neuron imbalance $C_k = a_k^2 - \\|w_k\\|^2 - b_k^2$.
+    """Per-neuron imbalance $C_k = \\|a_k\\|^2 - \\|w_k\\|^2 - b_k^2$ ($a_k^2$ for a
+    scalar output).
 
     It is conserved exactly by the gradient flow of positively 1-homogeneous
     activations (ReLU, leaky ReLU, identity) and approximately near the origin for
     smooth $\\sigma$ with $\\sigma(0)=0$, $\\sigma'(0)=1$. Works on stacked nets too.
     """
-    c = net.a**2 - jnp.sum(net.W**2, axis=-1)
+    outer = jnp.sum(net.a**2, axis=-1) if net.output_shape else net.a**2
+    c = outer - jnp.sum(net.W**2, axis=-1)
     return c if net.b is None else c - net.b**2
 
 

@@ -13,7 +13,7 @@ from ._schedule import check_schedule, default_chunk_size, FlowChunk, schedule_f
 
 
 Init = Callable[[PRNGKeyArray, Float[Array, ""]], TwoLayerNet]
-Data = Callable[[int], tuple[Float[ArrayLike, "n d"], Float[ArrayLike, " n"]]]
+Data = Callable[[int], tuple[Float[ArrayLike, "n d"], Float[ArrayLike, " n *k"]]]
 
 
 def sweep(
@@ -63,10 +63,15 @@ def sweep(
     padded = []
     for n in grid.sizes:
         x, y = (np.asarray(v) for v in data(n))
-        if x.ndim != 2 or x.shape[0] != n or y.shape != (n,):
+        if x.ndim != 2 or x.shape[0] != n or y.shape[:1] != (n,) or y.ndim > 2:
             raise ValueError(
-                f"`data({n})` must return x of shape ({n}, d) and y of shape ({n},), "
-                f"got {x.shape} and {y.shape}."
+                f"`data({n})` must return x of shape ({n}, d) and y of shape ({n},) (or "
+                f"({n}, k) for nets with k outputs), got {x.shape} and {y.shape}."
+            )
+        if padded and y.shape[1:] != padded[0][1].shape[1:]:
+            raise ValueError(
+                f"`data({n})` returned y of shape {y.shape}, but `data({grid.sizes[0]})` had "
+                f"{padded[0][1].shape[1:]} outputs per sample; every size needs the same."
             )
         padded.append(pad_samples(n_max, x, y))
     xs, ys, ws = (jnp.asarray(np.stack(v)) for v in zip(*padded))

@@ -27,15 +27,14 @@ def check_problem(net, x, y, weights):
         raise ValueError(
             f"`x` has {x.shape[1]} features but the network's `W` expects d = {net.dim}."
         )
-    if y.shape != (x.shape[0],):
-        hint = " A column of targets: pass `y[:, 0]`." if y.shape == (x.shape[0], 1) else ""
-        raise ValueError(
-            f"`y` must have shape (n,) = ({x.shape[0]},) to match `x`, got {y.shape}.{hint}"
-        )
+    check_targets(net, x.shape[0], y.shape)
     if weights is not None:
         weights = jnp.asarray(weights)
-        if weights.shape != y.shape:
-            raise ValueError(f"`weights` must have shape (n,) = {y.shape}, got {weights.shape}.")
+        if weights.shape != (x.shape[0],):
+            raise ValueError(
+                f"`weights` must have shape (n,) = ({x.shape[0]},), one per sample, got "
+                f"{weights.shape}."
+            )
     arrays = {"x": x, "y": y, "net": net.a} | ({} if weights is None else {"weights": weights})
     dtypes = {name: a.dtype for name, a in arrays.items()}
     if len(set(dtypes.values())) != 1:
@@ -60,12 +59,33 @@ def check_problem(net, x, y, weights):
     return x, y, weights
 
 
+def check_targets(net: TwoLayerNet, n: int, shape: tuple[int, ...]) -> None:
+    """Refuses targets whose shape is not `(n,)` + the net's `output_shape`, saying which
+    net the targets would fit."""
+    expected = (n,) + net.output_shape
+    if shape == expected:
+        return
+    if not net.output_shape:
+        hint = (
+            " The net has a scalar output (`a` of shape (m,)): pass `y[:, 0]` for a column "
+            "of targets, or give `a` shape (m, k) for k outputs (`random_net(..., outputs=k)`)."
+            if len(shape) == 2 and shape[0] == n
+            else ""
+        )
+        raise ValueError(f"`y` must have shape (n,) = ({n},) to match `x`, got {shape}.{hint}")
+    (k,) = net.output_shape
+    raise ValueError(
+        f"`y` must have shape (n, k) = ({n}, {k}) to match `x` and the net's k = {k} outputs "
+        f"(`a` of shape (m, {k})), got {shape}."
+    )
+
+
 def check_init_scale(net: TwoLayerNet) -> None:
     """Refuses float32 nets (single, or stacked along a leading seed axis) whose scale
     float32 cannot resolve."""
     if net.dtype != jnp.float32 or is_traced(net.a):
         return
-    batch = net.a.shape[:-1]
+    batch = net.W.shape[:-2]
     leaves = [net.a, net.W] + ([] if net.b is None else [net.b])
     theta = np.concatenate([np.asarray(v).reshape(batch + (-1,)) for v in leaves], axis=-1)
     scale = float(np.min(np.sqrt(np.mean(theta**2, axis=-1))))

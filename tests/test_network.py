@@ -151,7 +151,7 @@ def test_zero_weight_removes_a_sample_exactly():
 
 def test_constructor_errors():
     with pytest.raises(ValueError, match="`a`"):
-        gf.TwoLayerNet(jnp.ones((2, 1)), jnp.ones((2, 1)))
+        gf.TwoLayerNet(jnp.ones((2, 1, 1)), jnp.ones((2, 1)))
     with pytest.raises(ValueError, match="`W`"):
         gf.TwoLayerNet(jnp.ones(2), jnp.ones((3, 1)))
     with pytest.raises(ValueError, match="`b`"):

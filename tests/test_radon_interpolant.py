@@ -34,7 +34,9 @@ def test_interpolates_and_reports_condition(kernel):
     np.testing.assert_allclose(result.seminorm, Y @ np.linalg.solve(gram, Y), rtol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["gaussian", "rational", "sinc2"])
+@pytest.mark.parametrize(
+    "name", ["gaussian", pytest.param("rational", marks=pytest.mark.slow), "sinc2"]
+)
 def test_norm_equals_radon_route_seminorm(name):
     # For orientations uniform and offsets on the whole line the RKHS norm *is* the
     # spectral seminorm (an identity of the definitions, see `seminorm_constant`); the

@@ -171,14 +171,16 @@ def test_finite_offsets_2d_relu():
     np.testing.assert_allclose(gram[0, 1], expected, rtol=1e-7)
 
 
+# One kernel per route (closed form, Gauss–Hermite, whole line, finite offsets closed and
+# by features). The Radon rules are feature maps with positive weights, PSD for any
+# `num_nodes`; the Gauss–Hermite route is not (its rule depends on each pair's
+# correlation: 8 nodes give an eigenvalue −2e-3 λ_max here), so it keeps its default.
 KERNELS = [
-    radon.Kernel("relu", radon.GaussianWeights(), dim=3),
     radon.Kernel("erf", radon.GaussianWeights(), dim=3, ntk=True),
-    radon.Kernel("tanh", radon.GaussianWeights(), dim=3, num_nodes=16),
-    radon.Kernel("gaussian", radon.RadonDensity(), dim=3),
+    radon.Kernel("tanh", radon.GaussianWeights(), dim=3),
     radon.Kernel("sinc", radon.RadonDensity(), dim=3),
-    radon.Kernel("relu", radon.RadonDensity(radon.UniformOffsets(3.0)), dim=2),
-    radon.Kernel("softplus", radon.RadonDensity(radon.GaussianOffsets()), dim=2, num_nodes=24),
+    radon.Kernel("relu", radon.RadonDensity(radon.UniformOffsets(3.0)), dim=2, num_nodes=32),
+    radon.Kernel("softplus", radon.RadonDensity(radon.GaussianOffsets()), dim=2, num_nodes=12),
 ]
 
 
@@ -190,8 +192,11 @@ def test_symmetric_positive_semidefinite(kernel):
     gram = np.asarray(kernel.gram(x))
     np.testing.assert_allclose(gram, gram.T, rtol=1e-13, atol=1e-15)
     eigenvalues = np.linalg.eigvalsh(gram)
-    # PSD up to rounding: eigenvalues ≥ −n·ε·λ_max.
-    assert eigenvalues.min() >= -25 * 1e-15 * eigenvalues.max()
+    # PSD up to rounding (eigenvalues ≥ −n·ε·λ_max), or up to the Gauss–Hermite route's
+    # quadrature error (~1e-6 at these σ ≈ 2).
+    generic = isinstance(kernel.density, radon.GaussianWeights) and not kernel.ntk
+    floor = 1e-6 if generic else 25 * 1e-15
+    assert eigenvalues.min() >= -floor * eigenvalues.max()
     # A pair evaluation and a vmap over pairs agree with the Gram matrix.
     np.testing.assert_allclose(kernel(x[0], x[1]), gram[0, 1], rtol=1e-13)
     pairs = jax.vmap(kernel)(x[:5], x[5:10])

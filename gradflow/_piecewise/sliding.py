@@ -5,7 +5,11 @@ For a fixed pattern the loss is smooth and the flow is $\\dot\\theta = -\\nabla 
 $$\\dot a_k = -\\sum_i e_i\\,\\sigma(z_{ki}), \\qquad
 \\dot{\\tilde w}_k = -a_k \\sum_i e_i\\,s_{ki}\\,\\tilde x_i, \\qquad e_i = \\omega_i r_i / Z,$$
 
-where $r_i = f(x_i) - y_i$ and $s_{ki} = \\sigma'(z_{ki})$ on the side of the pattern. On a
+where $r_i = f(x_i) - y_i$ and $s_{ki} = \\sigma'(z_{ki})$ on the side of the pattern. For
+a net with vector outputs, $r_i, e_i$ and $\\dot a_k$ are vectors and neuron $k$ feels the
+projection $a_k \\cdot e_i$: $\\dot{\\tilde w}_k = -\\sum_i (a_k \\cdot e_i)\\,s_{ki}\\,
+\\tilde x_i$; below, read $a_k e_i$ as $a_k \\cdot e_i$ and $u_{ki}$ as
+$(a_k \\cdot e_i) s_{ki}$. On a
 breakplane $z_{ki} = c_j$ only $s_{ki}$ is discontinuous ($\\sigma$ is continuous, so $r$ and
 $\\dot a$ are not), and the Filippov convex combination $f^- + \\alpha (f^+ - f^-)$ of the two
 one-sided fields is the same formula with the *effective slope*
@@ -20,9 +24,9 @@ $$\\sum_{j \\text{ pinned}} (\\tilde x_i \\cdot \\tilde x_j)\\, u_{kj}
    \\qquad (i \\text{ pinned in } k),$$
 
 one per neuron, of the size of its pin set: neurons decouple because $\\dot z_{ki}$ involves
-only neuron $k$'s slopes. The pins sit in a fixed number of *slots* per neuron (at most
+only neuron $k$'s slopes. Each neuron has a fixed number of *pins* (at most
 $\\dim \\tilde x$ affinely independent points lie on one breakplane), so the systems are a
-batch of small masked solves with identity rows in the empty slots. The sliding is valid
+batch of small masked solves with identity rows for the unused pins. The sliding is valid
 while every $\\alpha_{ki} \\in [0, 1]$; one that leaves it releases its pin.
 """
 
@@ -33,7 +37,7 @@ from jaxtyping import Array, Float, Int
 from .pattern import Breakplanes, is_pinned
 
 
-State = tuple[Float[Array, " m"], Float[Array, "m e"]]
+State = tuple[Float[Array, " m *k"], Float[Array, "m e"]]
 
 
 class PiecewiseField(eqx.Module):
@@ -48,43 +52,53 @@ class PiecewiseField(eqx.Module):
     """
 
     inputs: Float[Array, "n e"]
-    targets: Float[Array, " n"]
+    targets: Float[Array, " n *k"]
     sample_weights: Float[Array, " n"]
     breakplanes: Breakplanes
 
-    def pinned_inputs(self, slots: Int[Array, "m D"]):
-        """$\\tilde x$ of each slot's point `(m, D, e)`, and which slots are in use."""
-        in_use = slots >= 0
-        return self.inputs[jnp.maximum(slots, 0)], in_use
+    def pinned_inputs(self, pins: Int[Array, "m D"]):
+        """$\\tilde x$ of each pin's point `(m, D, e)`, and which pins are in use."""
+        in_use = pins >= 0
+        return self.inputs[jnp.maximum(pins, 0)], in_use
 
-    def evaluate(self, state: State, pieces: Int[Array, "m n"], slots: Int[Array, "m D"]):
-        """Velocity, sliding coefficients $\\alpha$ (one per slot, 1/2 in empty slots) and the
-        pre-activations $z$ at `state` on the pattern `(pieces, slots)`."""
+    def evaluate(self, state: State, pieces: Int[Array, "m n"], pins: Int[Array, "m D"]):
+        """Velocity, sliding coefficients $\\alpha$ (one per pin, 1/2 for unused pins) and the
+        pre-activations $z$ at `state` on the pattern `(pieces, pins)`."""
         a, W = state
         x = self.inputs
         z = W @ x.T
         hidden = self.breakplanes.activation(z)
-        error = self.sample_weights * (a @ hidden - self.targets)
+        if a.ndim == 1:
+            error = self.sample_weights * (a @ hidden - self.targets)
+        else:
+            error = self.sample_weights[:, None] * (hidden.T @ a - self.targets)  # (n, k)
         pinned = is_pinned(pieces)
         free_slope = jnp.where(pinned, 0, self.breakplanes.slope(z, pieces))
-        free_pull = (free_slope * error[None, :]) @ x  # Σ_{j free} e_j s_kj x̃_j, shape (m, e)
+        # Every neuron feels the same e_i, and a_k factors out of its ẇ_k; with k outputs,
+        # neuron k feels the projection a_k · e_i instead.
+        neuron_error = error[None, :] if a.ndim == 1 else a @ error.T
+        free_pull = (free_slope * neuron_error) @ x  # Σ_{j free} e_j s_kj x̃_j, shape (m, e)
 
-        x_pinned, in_use = self.pinned_inputs(slots)
+        x_pinned, in_use = self.pinned_inputs(pins)
         both = in_use[:, :, None] & in_use[:, None, :]
         gram = jnp.where(
-            both, x_pinned @ jnp.swapaxes(x_pinned, 1, 2), jnp.eye(slots.shape[1])[None]
+            both, x_pinned @ jnp.swapaxes(x_pinned, 1, 2), jnp.eye(pins.shape[1])[None]
         )
         rhs = jnp.where(in_use, -jnp.einsum("kse,ke->ks", x_pinned, free_pull), 0)
         pinned_pull = jnp.linalg.solve(gram, rhs[..., None])[..., 0]  # u_ks = e_i s_ki
         pinned_pull = jnp.where(in_use, pinned_pull, 0)
 
         a_dot = -(hidden @ error)
-        W_dot = -a[:, None] * (free_pull + jnp.einsum("ks,kse->ke", pinned_pull, x_pinned))
+        outer = -a[:, None] if a.ndim == 1 else -1.0
+        W_dot = outer * (free_pull + jnp.einsum("ks,kse->ke", pinned_pull, x_pinned))
 
         # α from the effective slope s = u / e. A pinned point whose residual is exactly zero
         # leaves its slope undetermined (any α does); report 1/2, i.e. no reason to release.
-        point = jnp.maximum(slots, 0)
-        pinned_error = error[point]
+        point = jnp.maximum(pins, 0)
+        if a.ndim == 1:
+            pinned_error = error[point]
+        else:
+            pinned_error = jnp.take_along_axis(neuron_error, point, axis=1)
         has_error = pinned_error != 0
         slope = pinned_pull / jnp.where(has_error, pinned_error, 1)
         kink = (jnp.take_along_axis(pieces, point, axis=1) - 1) // 2
@@ -92,32 +106,32 @@ class PiecewiseField(eqx.Module):
         alpha = jnp.where(in_use & has_error, (slope - below) / (above - below), 0.5)
         return (a_dot, W_dot), alpha, z
 
-    def margins(self, z, alpha, pieces, slots):
-        """How far each free pre-activation lies inside its piece `(m, n)` and each slot's
+    def margins(self, z, alpha, pieces, pins):
+        """How far each free pre-activation lies inside its piece `(m, n)` and each pin's
         $\\alpha$ inside $[0, 1]$ `(m, D)`; negative means an event has happened. Points of
         weight zero never interact with the flow and get `inf`."""
         free = ~is_pinned(pieces) & (self.sample_weights > 0)[None, :]
         h_free = jnp.where(free, self.breakplanes.margin(z, pieces), jnp.inf)
-        h_pin = jnp.where(slots >= 0, jnp.minimum(alpha, 1 - alpha), jnp.inf)
+        h_pin = jnp.where(pins >= 0, jnp.minimum(alpha, 1 - alpha), jnp.inf)
         return h_free, h_pin
 
-    def project(self, state: State, pieces, slots) -> State:
+    def project(self, state: State, pieces, pins) -> State:
         """The nearest state (in each $\\tilde w_k$) with every pinned $z_{ki}$ exactly on its
         kink: removes the root finder's residual when a pin starts."""
         a, W = state
-        x_pinned, in_use = self.pinned_inputs(slots)
-        point = jnp.maximum(slots, 0)
+        x_pinned, in_use = self.pinned_inputs(pins)
+        point = jnp.maximum(pins, 0)
         kink = (jnp.take_along_axis(pieces, point, axis=1) - 1) // 2
         target = self.breakplanes.kink_value(jnp.maximum(kink, 0)).astype(W.dtype)
         offset = jnp.where(in_use, jnp.einsum("kse,ke->ks", x_pinned, W) - target, 0)
         both = in_use[:, :, None] & in_use[:, None, :]
         gram = jnp.where(
-            both, x_pinned @ jnp.swapaxes(x_pinned, 1, 2), jnp.eye(slots.shape[1])[None]
+            both, x_pinned @ jnp.swapaxes(x_pinned, 1, 2), jnp.eye(pins.shape[1])[None]
         )
         shift = jnp.where(in_use, jnp.linalg.solve(gram, offset[..., None])[..., 0], 0)
         return a, W - jnp.einsum("ks,kse->ke", shift, x_pinned)
 
     def __call__(self, t, state: State, args) -> State:
-        """The Diffrax vector field; `args` is the pattern `(pieces, slots)`."""
-        pieces, slots = args
-        return self.evaluate(state, pieces, slots)[0]
+        """The Diffrax vector field; `args` is the pattern `(pieces, pins)`."""
+        pieces, pins = args
+        return self.evaluate(state, pieces, pins)[0]

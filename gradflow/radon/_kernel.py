@@ -187,7 +187,10 @@ class Kernel(eqx.Module):
       product rule otherwise (exponentially convergent for analytic $\\varphi$ but slowly
       for large $\\sigma^2 = \\sigma_w^2|x|^2 + \\sigma_b^2$: measured 1e-6 for erf at
       $\\sigma \\approx 2.1$ with the default 96, 3e-8 with 128; the tests check that route
-      against Williams' form).
+      against Williams' form). That rule depends on each pair's correlation, so it is not
+      a feature map: its Gram matrix is PSD only up to the quadrature error (with 8
+      nodes an eigenvalue of −2e-3 λ_max was seen). The Radon rules are feature maps
+      with positive weights: PSD for any `num_nodes`.
     - `RadonDensity(UniformOffsets())` (whole line) needs a square-integrable $\\varphi$:
       $K = E_u[A(|x - x'| u)]$ with $A$ the autocorrelation of $\\varphi$ and $u = \\xi_1$;
       $d = 1$: exact; $d = 2$: midpoint rule over half the circle; $d \\ge 3$:
