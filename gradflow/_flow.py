@@ -48,7 +48,8 @@ def gradient_flow(
     **Arguments:**
 
     - `net`: the initial network $\\theta_0$.
-    - `x`, `y`: inputs `(n, d)` and targets `(n,)`, same dtype as `net`.
+    - `x`, `y`: inputs `(n, d)` and targets `(n,)` (`(n, k)` for a net with `a` of
+      shape `(m, k)`), same dtype as `net`.
     - `t1`: final time.
     - `ts`: save times in `[0, t1]` (e.g. `gradflow.log_times`); default `[0, t1]`.
       Only these are stored: memory does not grow with the number of steps.
@@ -88,7 +89,8 @@ def gradient_flow(
       burn all `max_steps` iterations, holding up every other seed of its vmapped
       batch. Crossing a kink of ReLU needs steps of about `rtol`, far above 1e-12.
     - `linear_escape`: jump the linear phase near the origin with its closed form
-      (smooth $\\sigma$ with $\\sigma(0) = 0 \\ne \\sigma'(0)$ only; ignored otherwise),
+      (smooth $\\sigma$ with $\\sigma(0) = 0 \\ne \\sigma'(0)$ and a scalar output only;
+      ignored otherwise: a net with vector outputs integrates the phase),
       handing over to the solver once the neglected nonlinearity would contribute a
       relative error of `rtol`. The cost of a run then no longer grows with
       $\\log(1/\\varepsilon)$. See `gradflow._escape`.
