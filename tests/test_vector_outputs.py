@@ -484,3 +484,48 @@ def test_staircase_from_random_init():
     assert np.all(np.abs(measured - predicted) <= np.array([1e-3, 0.1, 0.3]) * predicted)
     # Every mode is learnt by t1.
     np.testing.assert_allclose(strengths[-1], STAIRCASE_S, rtol=1e-3)
+
+
+def test_sliding_field_with_vector_outputs():
+    """The exact ReLU flow's field on a pattern with one pin, against the Filippov field
+    written out in NumPy: with k outputs neuron j feels a_j · e_i, and the effective slope
+    s of the pinned point keeps its pre-activation on the kink, x̃_i · ẇ_j = 0. Both sides
+    are a few sums of O(1) terms: 1e-13 relative."""
+    from gradflow._piecewise.pattern import breakplanes_of
+    from gradflow._piecewise.sliding import PiecewiseField
+
+    rng = np.random.default_rng(3)
+    m, n, k = 2, 4, 2
+    x = np.concatenate([rng.normal(size=(n, 2)), np.ones((n, 1))], axis=1)  # x̃ with a bias
+    y, omega = rng.normal(size=(n, k)), rng.uniform(0.5, 1.0, size=n) / n
+    a, W = rng.normal(size=(m, k)), rng.normal(size=(m, 3))
+    W[0] -= (W[0] @ x[1]) / (x[1] @ x[1]) * x[1]  # neuron 0's breakplane through point 1
+    z = W @ x.T
+    pieces = np.where(z > 0, 2, 0)
+    pieces[0, 1] = 1
+    pins = np.full((m, 3), -1)
+    pins[0, 0] = 1
+
+    # NumPy: residual errors e_i ∈ R^k, neuron j's projection a_j · e_i, the slope that
+    # makes ż_01 = 0, and the field with it.
+    hidden = np.maximum(z, 0.0)
+    hidden[0, 1] = 0.0
+    error = omega[:, None] * (hidden.T @ a - y)
+    felt = a @ error.T  # (m, n)
+    slopes = (z > 0).astype(float)
+    slopes[0, 1] = 0.0
+    free_pull = (slopes * felt) @ x
+    s = -(free_pull[0] @ x[1]) / (felt[0, 1] * (x[1] @ x[1]))
+    slopes[0, 1] = s
+    expected_a_dot = -(hidden @ error)
+    expected_W_dot = -((slopes * felt) @ x)
+
+    field = PiecewiseField(as_jax(x), as_jax(y), as_jax(omega), breakplanes_of(gf.ReLU()))
+    (a_dot, W_dot), alpha, _ = field.evaluate(
+        (as_jax(a), as_jax(W)), jnp.asarray(pieces, jnp.int32), jnp.asarray(pins, jnp.int32)
+    )
+    np.testing.assert_allclose(a_dot, expected_a_dot, rtol=1e-13)
+    scale = np.max(np.abs(expected_W_dot))
+    np.testing.assert_allclose(W_dot, expected_W_dot, rtol=0, atol=1e-13 * scale)
+    assert abs(float(W_dot[0] @ as_jax(x[1]))) <= 1e-13 * scale  # it slides
+    np.testing.assert_allclose(float(alpha[0, 0]), s, rtol=1e-12)  # ReLU: α = s
