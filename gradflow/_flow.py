@@ -38,10 +38,13 @@ def gradient_flow(
     linear_escape: bool = True,
     kinks: Kinks = "exact",
     max_events: int = 4096,
+    penalty: Callable[[TwoLayerNet], Float[Array, ""]] | None = None,
+    penalty_weight: float | Float[ArrayLike, ""] = 1.0,
 ) -> Solution:
     """Integrates the gradient flow $\\dot\\theta = -\\nabla L(\\theta)$ of a two-layer net.
 
-    $L$ is the squared loss of `squared_loss(net, x, y, weights, reduction)`. The
+    $L$ is the squared loss of `squared_loss(net, x, y, weights, reduction)`, plus
+    `penalty_weight * penalty(net)` where a `penalty` is given. The
     solve is compiled once per problem structure and works unchanged under
     `jax.jit` and `jax.vmap` (over nets, data, `t1`, tolerances, ...).
 
@@ -102,10 +105,19 @@ def gradient_flow(
       rules and no `coordinates` yet.
     - `max_events`: for the exact flow with kinks, the length of its event log (see
       `piecewise_flow`).
+    - `penalty`, `penalty_weight`: an explicit regulariser $\\lambda R(\\theta)$ added
+      to the loss, `penalty(net)` a differentiable scalar (e.g. one of
+      `gradflow.radon`'s penalties; close over data it needs), $\\lambda$ =
+      `penalty_weight` (traced: a sweep over it compiles once). The flow then descends
+      the penalised loss, and `Solution.loss`, `final_loss` and `stationarity` are
+      those of the penalised loss. The linear escape is not jumped (its closed form
+      is the squared loss's), and the exact flow with kinks refuses a penalty (use
+      `kinks="smooth"`).
 
     What recompiles: the numbers (`t1`, `ts` values, `rtol`, `dtmin`, `loss_tol`,
     `stationarity_tol`) and the arrays are traced, so new values reuse the compiled
-    program; a new `reduction`, `solver`, `coordinates`, `observables` function,
+    program (`penalty_weight` too); a new `reduction`, `solver`, `coordinates`,
+    `observables` or `penalty` function,
     `max_steps`, `max_events`, array shape or dtype compiles anew (see `FlowOptions`).
 
     **Returns:** a `Solution`.
@@ -129,6 +141,8 @@ def gradient_flow(
         dtmin=dtmin,
         linear_escape=linear_escape,
         kinks=kinks,
+        penalty=penalty,
+        penalty_weight=penalty_weight,
     )
     solve = solve_piecewise if options.piecewise else _gradient_flow
     return solve(net, data, options).with_info(describe(options, data))

@@ -54,6 +54,9 @@ class FlowOptions(eqx.Module):
     solver: Solver
     coordinates: AbstractCoordinates
     observables: dict[str, Callable]
+    # An extra term `penalty_weight * penalty(net)` of the loss, or None.
+    penalty: Callable[[TwoLayerNet], Float[Array, ""]] | None
+    penalty_weight: Float[Array, ""]
     reduction: Reduction = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
     max_events: int = eqx.field(static=True)
@@ -90,6 +93,8 @@ def flow_options(
     dtmin: float = 1e-12,
     linear_escape: bool = True,
     kinks: Kinks = "exact",
+    penalty: Callable[[TwoLayerNet], Float[Array, ""]] | None = None,
+    penalty_weight: float | Float[Array, ""] = 1.0,
 ) -> tuple[tuple, FlowOptions]:
     """Checks one seed's problem and the options of its solve, at trace time, and fills
     in the defaults that depend on the net (the solver, the escape).
@@ -117,7 +122,14 @@ def flow_options(
     if kinks not in ("exact", "smooth"):
         raise ValueError(f"`kinks` must be 'exact' or 'smooth', got {kinks!r}.")
     observables = dict(observables or {})
+    _check_penalty(penalty, penalty_weight)
     piecewise = runs_piecewise(net, kinks)
+    if piecewise and penalty is not None:
+        raise ValueError(
+            "`penalty` is not supported by the exact integrator for the kinks of "
+            f"{type(net.activation).__name__} (its field and events are those of the squared "
+            "loss alone). Pass `kinks='smooth'` to add a penalty to a kinked net's loss."
+        )
     if piecewise:
         _check_piecewise(net, loss_tol, stationarity_tol, coordinates, observables)
         solver = _stepper_between_kinks(solver)
@@ -135,10 +147,15 @@ def flow_options(
         solver=solver,
         coordinates=coordinates,
         observables=observables,
+        penalty=penalty,
+        penalty_weight=jnp.asarray(penalty_weight, x.dtype),
         reduction=reduction,
         max_steps=max_steps,
         max_events=max_events,
-        escape_order=escape_order(net) if linear_escape and not piecewise else 0,
+        # The escape's closed form is that of the squared loss alone.
+        escape_order=(
+            escape_order(net) if linear_escape and not piecewise and penalty is None else 0
+        ),
         piecewise=piecewise,
     )
     return (x, y, weights), options
@@ -184,6 +201,8 @@ def describe(options: FlowOptions, data: tuple) -> tuple[tuple[str, str], ...]:
         ("solver", repr(options.solver)),
         ("coordinates", repr(options.coordinates)),
         ("observables", ", ".join(sorted(options.observables)) or "none"),
+        ("penalty", _name(options.penalty)),
+        ("penalty_weight", number(options.penalty_weight) if options.penalty else "none"),
         ("max_steps", str(options.max_steps)),
         ("exact_kinks", str(options.piecewise)),
         ("linear_escape_order", str(options.escape_order)),
@@ -194,6 +213,12 @@ def describe(options: FlowOptions, data: tuple) -> tuple[tuple[str, str], ...]:
             f"diffrax {diffrax.__version__}",
         ),
     )
+
+
+def _name(function: Callable | None) -> str:
+    if function is None:
+        return "none"
+    return getattr(function, "__qualname__", None) or repr(function)
 
 
 def data_fingerprint(data: tuple) -> str:
@@ -228,10 +253,26 @@ def check_flow_kwargs(caller: str, flow_kwargs: dict) -> None:
             )
 
 
+def _check_penalty(penalty, penalty_weight) -> None:
+    if penalty is not None and not callable(penalty):
+        raise TypeError(
+            "`penalty` must be a function of the net returning a scalar, e.g. "
+            "`gradflow.radon.radon_tv_norm`; got "
+            f"{type(penalty).__name__}."
+        )
+    if not is_traced(penalty_weight):
+        weight = np.asarray(penalty_weight)
+        if weight.shape != () or not np.isfinite(weight) or weight < 0:
+            raise ValueError(
+                f"`penalty_weight` must be a finite scalar >= 0, got {penalty_weight!r}."
+            )
+
+
 def _check_scale_free(net: TwoLayerNet, coordinates: AbstractCoordinates) -> None:
     if isinstance(coordinates, ScaleFree) and coordinates.layerwise and all_concrete(net):
         for name in ("a", "W"):
-            if not jnp.any(getattr(net, name) != 0):
+            # NumPy: inside a `jit` trace, jnp would trace even a closed-over constant.
+            if not np.any(np.asarray(getattr(net, name)) != 0):
                 raise ValueError(
                     f"`net.{name}` is all zero, so its layer has no scale for "
                     "`ScaleFree(layerwise=True)` to be relative to. Pass "

@@ -30,6 +30,8 @@ class FlowProblem(eqx.Module):
     reduction: Reduction = eqx.field(static=True)
     coordinates: AbstractCoordinates
     observables: dict[str, Callable]
+    penalty: Callable[[TwoLayerNet], Float[Array, ""]] | None
+    penalty_weight: Float[Array, ""]
     theta0: Float[Array, " P"]
     unravel: Callable[[Float[Array, " P"]], TwoLayerNet]
     layers: tuple[int, int] = eqx.field(static=True)
@@ -41,18 +43,29 @@ class FlowProblem(eqx.Module):
         return cls(
             net, x, y, weights, reduction=options.reduction,
             coordinates=options.coordinates, observables=options.observables,
+            penalty=options.penalty, penalty_weight=options.penalty_weight,
         )  # fmt: skip
 
-    def __init__(self, net, x, y, weights, *, reduction, coordinates, observables):
+    def __init__(
+        self, net, x, y, weights, *, reduction, coordinates, observables, penalty=None,
+        penalty_weight=1.0,
+    ):  # fmt: skip
         self.net, self.x, self.y, self.weights = net, x, y, weights
         self.reduction = reduction
         self.coordinates = coordinates
         self.observables = observables
+        self.penalty = penalty
+        self.penalty_weight = jnp.asarray(penalty_weight, x.dtype)
         self.theta0, self.unravel = ravel_net(net)
         self.layers = layer_sizes(net)
 
     def loss(self, theta: Float[Array, " P"]) -> Float[Array, ""]:
-        return squared_loss(self.unravel(theta), self.x, self.y, self.weights, self.reduction)
+        """The loss the flow descends: the squared loss, plus the weighted penalty."""
+        net = self.unravel(theta)
+        loss = squared_loss(net, self.x, self.y, self.weights, self.reduction)
+        if self.penalty is None:
+            return loss
+        return loss + self.penalty_weight * self.penalty(net)
 
     def gradient(self, theta: Float[Array, " P"]) -> Float[Array, " P"]:
         return jax.grad(self.loss)(theta)

@@ -1,10 +1,43 @@
-import jax
-import jax.numpy as jnp
-import pytest
+import atexit
+import os
+import shutil
+import tempfile
 
-import gradflow  # noqa: F401  (enables float64)
+
+def _share_compiled_programs() -> None:
+    """One persistent compilation cache for the session, its subprocesses (the
+    multi-device checks) and the notebooks' kernels: the same solver programs are
+    compiled by many test modules, and `_release_compiled_programs` drops the in-memory
+    ones after each. Set before JAX is imported, as environment variables, so that JAX
+    and every child process read them. A cache directory of the user's own
+    (`JAX_COMPILATION_CACHE_DIR`) is used as it is, and kept."""
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        directory = tempfile.mkdtemp(prefix="gradflow-tests-xla-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
+_share_compiled_programs()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import pytest  # noqa: E402
+
+import gradflow  # noqa: E402, F401  (enables float64)
+
+
+# In case a plugin imported JAX before this file set the variables above.
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs",
+    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+)
+jax.config.update(
+    "jax_persistent_cache_min_entry_size_bytes",
+    int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]),
+)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
