@@ -231,6 +231,7 @@ def test_tanh_flow_matches_dop853():
     assert_relative_close(_flat(sol.nets), ref.y.T, 1e-8)
 
 
+@pytest.mark.slow  # two flow programs; `test_column_net_is_the_scalar_net` is fast
 def test_column_flow_equals_scalar_flow():
     """A net with `a` of shape (m, 1) follows the flow of its scalar twin. The programs
     differ (the column net takes the vector branches and integrates the escape that the
@@ -287,7 +288,7 @@ def _relu_problem(k):
     return gf.TwoLayerNet(jnp.pad(net.a[:, None], pad), net.W), x, jnp.pad(y[:, None], pad)
 
 
-@pytest.mark.slow  # two exact ReLU programs; `test_relu_imbalance_is_conserved` is its fast sibling
+@pytest.mark.slow  # two exact ReLU programs; `test_sliding_field_with_vector_outputs` is fast
 def test_relu_with_silent_outputs_is_the_scalar_flow():
     """With a second output whose targets and outer weights are zero, that output stays zero
     (ȧ_j2 = −Σ_i e_i2 σ(z_ji) = 0) and the exact ReLU flow, crossings and pins included,
@@ -304,6 +305,7 @@ def test_relu_with_silent_outputs_is_the_scalar_flow():
     assert_relative_close(vector.nets.a[..., 0], scalar.nets.a, 1e-8)
 
 
+@pytest.mark.slow  # an exact ReLU program; the field is checked fast by the sliding test
 def test_relu_imbalance_is_conserved():
     """C_j = ‖a_j‖² − ‖w_j‖² is conserved by the exact ReLU flow with 2 outputs, through
     its crossings and pins. The solver's error of order rtol·‖θ‖ per step moves C_j by
@@ -349,6 +351,18 @@ def test_ensemble_matches_gradient_flow_and_labels(schedule):
     np.testing.assert_array_equal(ds["a"].values, ens.net.a)
 
 
+def test_pad_samples_with_vector_targets():
+    # What the sweep adds to the ensemble's path for k outputs (its fast sibling): the
+    # padded rows of y are zero on every output and carry zero weight.
+    x, y = _data(4)
+    xp, yp, wp = gf.pad_samples(6, x, y)
+    assert xp.shape == (6, x.shape[1]) and yp.shape == (6, y.shape[1]) and wp.shape == (6,)
+    np.testing.assert_array_equal(yp[:4], y)
+    np.testing.assert_array_equal(yp[4:], 0.0)
+    np.testing.assert_array_equal(wp, [1, 1, 1, 1, 0, 0])
+
+
+@pytest.mark.slow  # a flow sweep; `test_pad_samples_with_vector_targets` is its fast sibling
 def test_sweep_with_vector_targets():
     """A sweep over (n, ε, seed) with k = 3 targets: padded samples (zero weight, zero
     targets on every output) are ignored, so the n = 6 point is `gradient_flow` on the
