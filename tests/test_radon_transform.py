@@ -25,6 +25,7 @@ def test_radon_transform_of_a_gaussian_bump():
     np.testing.assert_allclose(radon_values, np.broadcast_to(expected, (3, 13)), rtol=1e-13)
 
 
+@pytest.mark.slow  # the Gaussian bump above is its fast sibling (a known transform)
 def test_radon_transform_of_a_disc():
     # The chord length 2√(r² − t²). The indicator jumps inside the window, so
     # Gauss–Legendre converges like 1/n: measured 2e-3 relative with 2000 nodes.
