@@ -1,26 +1,35 @@
 """The exact flow of a piecewise-smooth two-layer net: events located on the dense output
 of a Runge–Kutta solver, and the pattern updated at each.
 
-One `lax.while_loop`, laid out as Diffrax's `_integrate.py`: each iteration either
-attempts a solver step on the current activation pattern (`_attempt`) or, while an event
-found in the last step is being located, narrows its bracket (`_refine`) until it is
-converged, and then applies it (`_apply_event`): a crossing, a pin or a release. Every
-piece is a module-level function of a `_Context`, what no iteration changes, and of the
-parts of the carry `_Loop` it touches:
+One `lax.while_loop`, laid out as Diffrax's `_integrate.py`: each iteration attempts a
+solver step on the current activation pattern (`_attempt`); a step that ends with entries
+outside their piece has an event inside it, which the same iteration locates on the
+step's dense output (`_locate`, an inner loop) and applies (`_apply_event`): a crossing, a
+pin or a release. The flow then stands at the event, and the next iteration steps on from
+there: past an event the field has changed, so the rest of the step (and any later events
+in it) belong to the old field and are discarded. Every piece is a module-level function
+of a `_Context`, what no iteration changes, and of the parts of the carry `_Loop` it
+touches:
 
 - `_Position`: the flow's state at `t` on its pattern, the margins there, and the
   solver's state and next step size. Moved by an accepted step or an event.
-- `_Step`: the last step attempted: its interval, dense output, and the entries that left
-  their piece in it. Set by every attempt, read while locating.
-- `_Bracket`: the bracket of the first event inside that step. Narrowed by `_refine`.
 - `_Output`: the event log and the saves at `ts`.
 - `_Counts`: solver steps, vector-field evaluations, and the status.
+
+Within an iteration, `_Step` is the step just attempted (its dense output and the entries
+that left their piece in it) and `_Bracket` the bracket of its first event.
+
+What an event costs (issue 12, `benchmarks/relu_scaling.py`): the step that finds it, a
+few hundred flops to locate it (the margins of the step's candidate entries only, not the
+O(m·n) field), and two field evaluations at it, the second of which is also the next
+step's first stage.
 """
 
 from functools import partial
 
 import diffrax as dfx
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
@@ -130,26 +139,30 @@ class _Position(eqx.Module):
 
 
 class _Step(eqx.Module):
-    """The last step attempted, from `t0` to `t1`: its dense output, and the entries that
-    ended it outside their piece (one of which has the step's first event)."""
+    """A step attempted from `t0` to `t1`: its dense output, and the entries that ended it
+    outside their piece (one of which has the step's first event)."""
 
     t0: Float[Array, ""]
     t1: Float[Array, ""]
     dense: PyTree
     candidates_free: Bool[Array, "m n"]
     candidates_pin: Bool[Array, "m D"]
+    h_free_end: Float[Array, "m n"]  # the free margins at `t1`
+    h_end: Float[Array, ""]  # the smallest candidate margin at `t1` (< 0 if any)
 
 
 class _Bracket(eqx.Module):
-    """`[lo, hi]` holds the first event of the step, with the smallest candidate margin
-    `h_lo` ≥ 0 at `lo` and `h_hi` < 0 at `hi` (Illinois-scaled, see `_refine`)."""
+    """`[lo, hi]` holds the first event of the step: the smallest candidate margin is ≥ 0
+    at `lo` and < 0 at `hi`. The secant iterates `(t_last, h_last)` (the latest) and
+    `(t_before, h_before)` need not be its ends (see `_refine`)."""
 
     lo: Float[Array, ""]
     hi: Float[Array, ""]
-    h_lo: Float[Array, ""]
-    h_hi: Float[Array, ""]
-    moved: Int[Array, ""]  # which end the last refinement moved: +1 lo, -1 hi, 0 none yet
-    use_secant: Bool[Array, ""]  # the last refinement at least halved the bracket
+    t_before: Float[Array, ""]
+    h_before: Float[Array, ""]
+    t_last: Float[Array, ""]
+    h_last: Float[Array, ""]
+    stalls: Int[Array, ""]  # updates since the bracket last halved
 
 
 class _Output(eqx.Module):
@@ -170,13 +183,10 @@ class _Counts(eqx.Module):
 
 
 class _Loop(eqx.Module):
-    """The carry of the main loop. An iteration either attempts a solver step or, while
-    `locating`, refines the bracket of the first event inside the last step."""
+    """The carry of the main loop: one solver step per iteration, and the event inside it,
+    if any."""
 
     position: _Position
-    locating: Bool[Array, ""]
-    step: _Step
-    bracket: _Bracket
     output: _Output
     counts: _Counts
 
@@ -321,22 +331,7 @@ def _start(net, data, options, breakplanes) -> tuple[_Context, _Position]:
 def _initial_loop(ctx: _Context, position: _Position) -> _Loop:
     """The carry at t = 0: no step taken, the save at t = 0 (if asked) made."""
     p = position
-    m, n = p.pieces.shape
     zero = jnp.zeros_like(p.t)
-    step_shape = jax.eval_shape(
-        lambda: ctx.solver.step(
-            ctx.term, zero, ctx.t1, p.state, (p.pieces, p.pins), p.solver_state, True
-        )
-    )
-    step = _Step(
-        t0=zero,
-        t1=zero,
-        dense=jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), step_shape[2]),
-        candidates_free=jnp.zeros((m, n), bool),
-        candidates_pin=jnp.zeros((m, ctx.pins_per_neuron), bool),
-    )
-    no_moves = jnp.zeros((), jnp.int32)
-    bracket = _Bracket(zero, zero, zero, zero, moved=no_moves, use_secant=jnp.asarray(True))
     log = EventLog.empty(ctx.options.max_events, zero.dtype)
     template = jax.eval_shape(ctx.snapshot, p.state, p.pieces, log)
     unsaved = jax.tree_util.tree_map(
@@ -355,7 +350,7 @@ def _initial_loop(ctx: _Context, position: _Position) -> _Loop:
         num_evaluations=jnp.ones((), jnp.int32),  # the field at t = 0, in `_start`
         status=jnp.asarray(Status.SUCCESS, jnp.int32),
     )
-    return _Loop(p, jnp.asarray(False), step, bracket, output, counts)
+    return _Loop(p, output, counts)
 
 
 def _running(ctx: _Context, c: _Loop) -> Bool[Array, ""]:
@@ -367,21 +362,26 @@ def _running(ctx: _Context, c: _Loop) -> Bool[Array, ""]:
 
 
 def _iteration(ctx: _Context, c: _Loop) -> _Loop:
-    """A solver step; or, while locating an event, one refinement of its bracket, and once
-    the bracket is converged, the event."""
+    """A solver step, and the first event inside it, located and applied."""
+    c, step, event = _attempt(ctx, c)
+    return jax.lax.cond(event, partial(_handle_event, ctx, step), lambda c: c, c)
 
-    def locate(c: _Loop) -> _Loop:
-        return jax.lax.cond(
-            _converged(ctx, c.bracket), partial(_apply_event, ctx), partial(_refine, ctx), c
-        )
 
-    return jax.lax.cond(c.locating, locate, partial(_attempt, ctx), c)
+def _handle_event(ctx: _Context, step: _Step, c: _Loop) -> _Loop:
+    """The first event inside `step`, located and applied."""
+    t_event, evaluations = _locate(ctx, c.position, step)
+    c = eqx.tree_at(lambda c: c.counts.num_evaluations, c, c.counts.num_evaluations + evaluations)
+    return _apply_event(ctx, step, t_event, c)
 
 
 def _converged(ctx: _Context, bracket: _Bracket) -> Bool[Array, ""]:
     """The bracket is down to a few ulps of the event time."""
+    return bracket.hi - bracket.lo <= _resolution(ctx, bracket)
+
+
+def _resolution(ctx: _Context, bracket: _Bracket) -> Float[Array, ""]:
     eps = jnp.finfo(ctx.field.inputs.dtype).eps
-    return bracket.hi - bracket.lo <= 16 * eps * jnp.maximum(jnp.abs(bracket.hi), ctx.time_unit)
+    return 16 * eps * jnp.maximum(jnp.abs(bracket.hi), ctx.time_unit)
 
 
 def _finish(ctx: _Context, c: _Loop) -> Solution:
@@ -420,33 +420,33 @@ def _finish(ctx: _Context, c: _Loop) -> Solution:
 # --------------------------------------------------------------------------------------
 
 
-def _attempt(ctx: _Context, c: _Loop) -> _Loop:
+def _attempt(ctx: _Context, c: _Loop) -> tuple[_Loop, _Step, Bool[Array, ""]]:
     """One solver step on the current pattern, and a check for events at its end.
 
     A step that ends with every entry inside its piece moves the flow on, saving on the
-    way; one that ends with some outside moves nothing and starts the search for the
-    first of those events (`locating`) on the step's dense output."""
+    way; one that ends with some outside moves nothing: it holds an event, which
+    `_handle_event` locates on its dense output.
+
+    **Returns:** the carry after the step, the step, and whether it holds an event."""
     p = c.position
     t_next = jnp.minimum(p.t + p.dt, ctx.t1)
     y1, y_error, dense, solver_state, _ = ctx.solver.step(
         ctx.term, p.t, t_next, p.state, (p.pieces, p.pins), p.solver_state, p.made_jump
     )
     finite, accept, dt = _control(ctx, p.t, t_next, p.state, y1, y_error)
-    h_free1, h_pin1 = _margins(ctx.field, y1, p.pieces, p.pins)
-    step = _Step(p.t, t_next, dense, candidates_free=h_free1 < 0, candidates_pin=h_pin1 < 0)
-    event = accept & (jnp.any(step.candidates_free) | jnp.any(step.candidates_pin))
-    smooth = accept & ~event
-
-    h_lo = _first_margin(p.h_free, p.h_pin, step)
-    bracket = _Bracket(
-        lo=p.t,
-        # An entry already on the wrong side at the start (h_lo ≤ 0) has its event now.
-        hi=jnp.where(h_lo <= 0, p.t, t_next),
-        h_lo=jnp.maximum(h_lo, 0),
-        h_hi=_first_margin(h_free1, h_pin1, step),
-        moved=jnp.zeros((), jnp.int32),
-        use_secant=jnp.asarray(True),
+    h_free1, h_pin1 = _end_margins(ctx.field, y1, p.pieces, p.pins)
+    candidates_free, candidates_pin = h_free1 < 0, h_pin1 < 0
+    step = _Step(
+        p.t,
+        t_next,
+        dense,
+        candidates_free=candidates_free,
+        candidates_pin=candidates_pin,
+        h_free_end=h_free1,
+        h_end=_first_margin(h_free1, h_pin1, candidates_free, candidates_pin),
     )
+    event = accept & (jnp.any(candidates_free) | jnp.any(candidates_pin))
+    smooth = accept & ~event
     output = _save_until(
         ctx,
         c.output,
@@ -475,7 +475,7 @@ def _attempt(ctx: _Context, c: _Loop) -> _Loop:
             failed, jnp.where(finite, Status.SOLVER_FAILURE, Status.NONFINITE), c.counts.status
         ).astype(jnp.int32),
     )
-    return _Loop(position, event, step, bracket, output, counts)
+    return _Loop(position, output, counts), step, event
 
 
 def _control(ctx: _Context, t0, t1, y0: State, y1: State, y_error: State):
@@ -492,92 +492,238 @@ def _control(ctx: _Context, t0, t1, y0: State, y1: State, y_error: State):
     return finite, accept, (t1 - t0) * factor
 
 
-def _refine(ctx: _Context, c: _Loop) -> _Loop:
-    """One Illinois (modified regula falsi) update of the event bracket; a bisection
-    whenever the previous update failed to halve it, so the bracket at least halves
-    every two updates."""
-    b = c.bracket
+# The candidates of a step that are located on their own pre-activations: those whose
+# margins, taken as linear in time across the step, reach their kink first. A refinement then
+# costs O(this · e) flops instead of an O(m·n) field evaluation. In the early phase of
+# `benchmarks/relu_scaling.py` a step holds 60-130 candidates (n = 256) and only its first
+# event counts: the field changes there.
+_GATHERED_CANDIDATES = 32
+# ... chosen among at most this many (in index order; a step with more is located on all of
+# its candidates' pre-activations): a `top_k` over all m·n margins sorts them all, which
+# cost more than the step itself (2 ms per event at n = 256).
+_SCANNED_CANDIDATES = 256
+
+
+def _locate(ctx: _Context, p: _Position, step: _Step) -> tuple[Float[Array, ""], Int[Array, ""]]:
+    """The time of the first event inside `step`: the bracket `[t0, t1]` of its smallest
+    candidate margin, narrowed by `_refine` on the step's dense output until `_converged`.
+
+    The margin narrowed is the field's own only when a pin is among the candidates (its
+    margin is $\\alpha$, which needs the field). Otherwise it is that of the gathered
+    candidates (`_gathered_margin`), checked at the end against every candidate's: if one
+    was already past its kink at the bracket's lower end, the event is located again on
+    all of them (their pre-activations, not the field).
+
+    **Returns:** the event time (the bracket's upper end, where the margin is < 0) and
+    the number of field evaluations spent."""
+    interpolation = ctx.interpolation(step)
+    h_lo = _first_margin(p.h_free, p.h_pin, step.candidates_free, step.candidates_pin)
+    start = _Bracket(
+        lo=step.t0,
+        # An entry already on the wrong side at the start (h_lo ≤ 0) has its event now.
+        hi=jnp.where(h_lo <= 0, step.t0, step.t1),
+        t_before=step.t0,
+        h_before=jnp.maximum(h_lo, 0),
+        t_last=step.t1,
+        h_last=step.h_end,
+        stalls=jnp.zeros((), jnp.int32),
+    )
+
+    def narrow(margin, evaluations_each):
+        def body(carry):
+            b, evaluations = carry
+            return _refine(b, margin, _resolution(ctx, b)), evaluations + evaluations_each
+
+        carry = (start, jnp.zeros((), jnp.int32))
+        return jax.lax.while_loop(lambda c: ~_converged(ctx, c[0]), body, carry)
+
+    def on_field(t):
+        h_free, h_pin = _margins(ctx.field, interpolation.evaluate(t), p.pieces, p.pins)
+        return _first_margin(h_free, h_pin, step.candidates_free, step.candidates_pin)
+
+    def on_candidates(t):
+        z = interpolation.evaluate(t)[1] @ ctx.field.inputs.T
+        h_free = ctx.breakplanes.margin(z, p.pieces)
+        return jnp.min(jnp.where(step.candidates_free, h_free, jnp.inf))
+
+    def gathered():
+        located = narrow(_gathered_margin(ctx, p, step, interpolation), 0)
+        missed = on_candidates(located[0].lo) < 0
+        return jax.lax.cond(
+            eqxi.unvmap_any(missed), lambda: narrow(on_candidates, 0), lambda: located
+        )
+
+    def free_candidates():
+        many = jnp.sum(step.candidates_free) > _SCANNED_CANDIDATES
+        return jax.lax.cond(eqxi.unvmap_any(many), lambda: narrow(on_candidates, 0), gathered)
+
+    # Unbatched: under `vmap` the whole field is used only when some seed needs it (it is
+    # right for every seed), not evaluated for all at every refinement.
+    b, evaluations = jax.lax.cond(
+        eqxi.unvmap_any(jnp.any(step.candidates_pin)), lambda: narrow(on_field, 1), free_candidates
+    )
+    return b.hi, evaluations
+
+
+def _gathered_margin(ctx: _Context, p: _Position, step: _Step, interpolation):
+    """The smallest margin among the step's free candidates that reach their kink first on
+    a linear estimate, as a function of time: from their own pre-activations
+    $z_{ki} = \\tilde w_k(t) \\cdot \\tilde x_i$ (the same values as the field's margins)."""
+    m, n = p.pieces.shape
+    scanned = min(_SCANNED_CANDIDATES, m * n)
+    (flat,) = jnp.nonzero(step.candidates_free.ravel(), size=scanned, fill_value=0)
+    h0, h1 = p.h_free.ravel()[flat], step.h_free_end.ravel()[flat]
+    fraction = jnp.where(
+        jnp.arange(scanned) < jnp.sum(step.candidates_free), h0 / (h0 - h1), jnp.inf
+    )
+    _, first = jax.lax.top_k(-fraction, min(_GATHERED_CANDIDATES, scanned))
+    flat, used = flat[first], jnp.isfinite(fraction[first])
+    k, i = jnp.divmod(flat, n)
+    inputs, piece = ctx.field.inputs[i], p.pieces[k, i]
+
+    def margin(t):
+        _, W = interpolation.evaluate(t)
+        z = jnp.sum(W[k] * inputs, axis=-1)
+        return jnp.min(jnp.where(used, ctx.breakplanes.margin(z, piece), jnp.inf))
+
+    return margin
+
+
+def _refine(b: _Bracket, margin, resolution) -> _Bracket:
+    """One update of the event bracket on the function `margin` of time: a secant step
+    through the last two iterates, safeguarded by the bracket.
+
+    - The secant runs through the iterates, not the bracket's ends: regula falsi (and
+      Illinois) approach the root from one side while the far end stays put, and the
+      bracket then closes by bisections only (about 25 updates per event on
+      `benchmarks/relu_scaling.py`).
+    - A secant step shorter than half the `resolution` (the converged width) is lengthened
+      to it, so once the root is found the next point lands past it and closes the
+      bracket (Dekker's tolerance step).
+    - A point outside the bracket, or a bracket that has not halved in three updates,
+      falls back to bisection, so the bracket at least halves every four updates.
+    """
     width = b.hi - b.lo
-    secant = b.hi - b.h_hi * width / (b.h_hi - b.h_lo)
+    secant = b.t_last - b.h_last * (b.t_last - b.t_before) / (b.h_last - b.h_before)
+    step = secant - b.t_last
+    secant = b.t_last + jnp.where(
+        jnp.abs(step) < 0.5 * resolution, jnp.where(step < 0, -0.5, 0.5) * resolution, step
+    )
     inside = jnp.isfinite(secant) & (secant > b.lo) & (secant < b.hi)
-    t_mid = jnp.where(b.use_secant & inside, secant, b.lo + 0.5 * width)
-    state = ctx.interpolation(c.step).evaluate(t_mid)
-    h_free, h_pin = _margins(ctx.field, state, c.position.pieces, c.position.pins)
-    h_mid = _first_margin(h_free, h_pin, c.step)
+    t_mid = jnp.where(inside & (b.stalls < 3), secant, b.lo + 0.5 * width)
+    t_mid = jnp.clip(t_mid, b.lo + 0.25 * resolution, b.hi - 0.25 * resolution)
+    h_mid = margin(t_mid)
     crossed = h_mid < 0
     lo = jnp.where(crossed, b.lo, t_mid)
     hi = jnp.where(crossed, t_mid, b.hi)
-    # Illinois: an end kept twice in a row has its value halved, so the secant cannot
-    # creep up on the root from one side only.
-    h_lo = jnp.where(crossed, jnp.where(b.moved == -1, 0.5 * b.h_lo, b.h_lo), h_mid)
-    h_hi = jnp.where(crossed, h_mid, jnp.where(b.moved == 1, 0.5 * b.h_hi, b.h_hi))
-    bracket = _Bracket(
+    halved = hi - lo <= 0.5 * width
+    return _Bracket(
         lo=lo,
         hi=hi,
-        h_lo=jnp.maximum(h_lo, 0),
-        h_hi=h_hi,
-        moved=jnp.where(crossed, -1, 1).astype(jnp.int32),
-        use_secant=hi - lo <= 0.5 * width,
+        t_before=b.t_last,
+        h_before=b.h_last,
+        t_last=t_mid,
+        h_last=h_mid,
+        stalls=jnp.where(halved, 0, b.stalls + 1).astype(jnp.int32),
     )
-    counts = eqx.tree_at(lambda k: k.num_evaluations, c.counts, c.counts.num_evaluations + 1)
-    return eqx.tree_at(lambda c: (c.bracket, c.counts), c, (bracket, counts))
 
 
-def _apply_event(ctx: _Context, c: _Loop) -> _Loop:
-    """At the located time `hi`: save up to it, decide crossing, pin or release, update
-    the pattern, log it, and restart the solver there."""
+class _Outcome(eqx.Module):
+    """What an event did: the new state and pattern, the log, whether a pin was wanted
+    but neuron k had none unused, and, for a crossing, the field on the new pattern there
+    (`velocity`, `alpha`), which is the next step's first stage."""
+
+    state: State
+    pieces: Int[Array, "m n"]
+    pins: Int[Array, "m D"]
+    pin_record: Int[Array, "m D"]
+    log: EventLog
+    out_of_pins: Bool[Array, ""]
+    crossed: Bool[Array, ""]
+    velocity: State
+    alpha: Float[Array, "m D"]
+
+
+def _apply_event(ctx: _Context, step: _Step, t_event, c: _Loop) -> _Loop:
+    """At the located time `t_event`: save up to it, decide crossing, pin or release,
+    update the pattern, log it, and restart the solver there (keeping its first stage
+    after a crossing)."""
     p = c.position
-    t_event = c.bracket.hi
-    state_at = ctx.interpolation(c.step).evaluate
+    state_at = ctx.interpolation(step).evaluate
     output = _save_until(ctx, c.output, t_event, state_at, p.pieces)
     state = state_at(t_event)
-    _, alpha, z = ctx.field.evaluate(state, p.pieces, p.pins)
+    velocity, alpha, z = ctx.field.evaluate(state, p.pieces, p.pins)
     h_free, h_pin = ctx.field.margins(z, alpha, p.pieces, p.pins)
-    h_free = jnp.where(c.step.candidates_free, h_free, jnp.inf)
-    h_pin = jnp.where(c.step.candidates_pin, h_pin, jnp.inf)
+    h_free = jnp.where(step.candidates_free, h_free, jnp.inf)
+    h_pin = jnp.where(step.candidates_pin, h_pin, jnp.inf)
     # The first event is a free entry reaching a kink unless a pin's α left [0, 1] first.
     at_kink = (jnp.min(h_free) < 0) | (jnp.min(h_free) <= jnp.min(h_pin))
-    state, pieces, pins, pin_record, log, out_of_pins = jax.lax.cond(
+    out = jax.lax.cond(
         at_kink,
-        lambda _: _reach_kink(ctx, p, output.log, t_event, state, z, h_free),
-        lambda _: _release(ctx, p, output.log, t_event, state, alpha, h_pin),
-        None,
+        lambda: _reach_kink(ctx, p, output.log, t_event, state, velocity, z, h_free),
+        lambda: _release(ctx, p, output.log, t_event, state, velocity, alpha, h_pin),
     )
-    h_free, h_pin = _margins(ctx.field, state, pieces, pins)
+    # After a crossing the state is unchanged and the field on the new pattern is known:
+    # its margins need no new evaluation, and an FSAL solver's first stage is that field.
+    h_free, h_pin = jax.lax.cond(
+        eqxi.unvmap_all(out.crossed),
+        lambda: ctx.field.margins(z, out.alpha, out.pieces, out.pins),
+        lambda: _margins(ctx.field, out.state, out.pieces, out.pins),
+    )
+    first_stage = _first_stage(ctx.solver, p.solver_state, out.velocity)
+    if first_stage is None:
+        solver_state, made_jump = p.solver_state, jnp.asarray(True)
+    else:
+        solver_state = select(out.crossed, first_stage, p.solver_state)
+        made_jump = ~out.crossed
     position = _Position(
         t=t_event,
-        state=state,
-        pieces=pieces,
-        pins=pins,
-        pin_record=pin_record,
+        state=out.state,
+        pieces=out.pieces,
+        pins=out.pins,
+        pin_record=out.pin_record,
         h_free=h_free,
         h_pin=h_pin,
-        solver_state=p.solver_state,
-        made_jump=jnp.asarray(True),
+        solver_state=solver_state,
+        made_jump=made_jump,
         dt=p.dt,
     )
-    counts = c.counts
+    # The field at the event, the other side's at a kink; when not a crossing, the
+    # margins on the new pattern and the solver's first stage there.
+    evaluations = 1 + at_kink.astype(jnp.int32) + 2 * (~out.crossed).astype(jnp.int32)
     counts = eqx.tree_at(
         lambda k: (k.num_evaluations, k.status),
-        counts,
+        c.counts,
         (
-            # The field at the event, the two one-sided rates of `_reach_kink`, and the
-            # margins on the new pattern (the same count for either branch).
-            counts.num_evaluations + 4,
-            jnp.where(out_of_pins, Status.SOLVER_FAILURE, counts.status).astype(jnp.int32),
+            c.counts.num_evaluations + evaluations,
+            jnp.where(out.out_of_pins, Status.SOLVER_FAILURE, c.counts.status).astype(jnp.int32),
         ),
     )
-    output = eqx.tree_at(lambda o: o.log, output, log)
-    return _Loop(position, jnp.asarray(False), c.step, c.bracket, output, counts)
+    output = eqx.tree_at(lambda o: o.log, output, out.log)
+    return _Loop(position, output, counts)
 
 
-def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, z, h_free):
+def _first_stage(solver, solver_state, velocity):
+    """The state of an FSAL `solver` whose next step starts where the field is `velocity`,
+    or None for a solver that carries no first stage."""
+    tableau = getattr(solver, "tableau", None)
+    if tableau is None or not tableau.fsal or solver_state is None:
+        return None
+    if isinstance(solver, Unrolled):
+        return velocity
+    # Diffrax's Runge–Kutta state is `(first_step, f0)` (diffrax 0.7, `_SolverState`).
+    first_step, f0 = solver_state
+    if jax.tree_util.tree_structure(f0) != jax.tree_util.tree_structure(velocity):
+        return None
+    return jnp.zeros_like(first_step), velocity
+
+
+def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, velocity, z, h_free):
     """The free entry $z_{ki}$ with the smallest margin has reached a kink at `t_event`:
     it slides (taking neuron k's first unused pin), crosses, or turns back,
-    as the two one-sided fields there say.
-
-    **Returns:** the new `(state, pieces, pins, pin_record, log)`, and whether it should
-    have pinned but neuron k had no unused pin."""
+    as the two one-sided fields there say: `velocity` on its side (the pattern `p`'s) and
+    the field with $z_{ki}$ on the other side of the kink, the other pins of neuron k still
+    held."""
     k, i = jnp.divmod(jnp.argmin(h_free).astype(jnp.int32), h_free.shape[1])
     piece = p.pieces[k, i]
     lower, upper = ctx.breakplanes.bounds(piece)
@@ -587,7 +733,12 @@ def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, z, h
     free_pin = jnp.argmax(pin_unused).astype(jnp.int32)
     has_free_pin = jnp.any(pin_unused)
 
-    rate_below, rate_above = _one_sided_rates(ctx, state, p, k, i, kink)
+    other_side = p.pieces.at[k, i].set(jnp.where(upward, piece + 2, piece - 2))
+    other_velocity, other_alpha, _ = ctx.field.evaluate(state, other_side, p.pins)
+    rate_here = velocity[1][k] @ ctx.field.inputs[i]
+    rate_there = other_velocity[1][k] @ ctx.field.inputs[i]
+    rate_below = jnp.where(upward, rate_here, rate_there)
+    rate_above = jnp.where(upward, rate_there, rate_here)
     slides = (rate_below > 0) & (rate_above < 0)
     # Both one-sided fields move z the same way: cross (or go back) that way. In the
     # non-generic repelling case (both point away) keep going the way it came.
@@ -600,8 +751,8 @@ def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, z, h
     pin = slides & has_free_pin
     pin_pieces = p.pieces.at[k, i].set(2 * kink + 1)
     with_pin = p.pins.at[k, free_pin].set(jnp.where(has_free_pin, i, p.pins[k, free_pin]))
-    crossed_pieces = p.pieces.at[k, i].set(2 * kink + 1 + jnp.where(go_up, 1, -1))
-    pieces = jnp.where(pin, pin_pieces, jnp.where(crosses, crossed_pieces, p.pieces))
+    # A crossing moves z_ki to the other side: the pattern `other_side`.
+    pieces = jnp.where(pin, pin_pieces, jnp.where(crosses, other_side, p.pieces))
     pins = jnp.where(pin, with_pin, p.pins)
     # A pin starts exactly on its breakplane; an entry that turned back (it only grazed
     # the kink, or rounding put it across) returns onto it.
@@ -616,26 +767,15 @@ def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, z, h
         log,
     )  # fmt: skip
     pin_record = jnp.where(pin, p.pin_record.at[k, free_pin].set(log.num_events), p.pin_record)
-    return new_state, pieces, pins, pin_record, new_log, slides & ~has_free_pin
+    return _Outcome(
+        new_state, pieces, pins, pin_record, new_log, out_of_pins=slides & ~has_free_pin,
+        crossed=crosses, velocity=other_velocity, alpha=other_alpha,
+    )  # fmt: skip
 
 
-def _one_sided_rates(ctx: _Context, state, p: _Position, k, i, kink):
-    """$\\dot z_{ki}$ with $z_{ki}$ just below and just above `kink`, the other pins of
-    neuron k still held."""
-
-    def rate(side_piece):
-        pieces = p.pieces.at[k, i].set(side_piece)
-        (_, W_dot), _, _ = ctx.field.evaluate(state, pieces, p.pins)
-        return W_dot[k] @ ctx.field.inputs[i]
-
-    return rate(2 * kink), rate(2 * kink + 2)
-
-
-def _release(ctx: _Context, p: _Position, log: EventLog, t_event, state, alpha, h_pin):
+def _release(ctx: _Context, p: _Position, log: EventLog, t_event, state, velocity, alpha, h_pin):
     """The pin whose $\\alpha$ first left $[0, 1]$ is released at `t_event`, to the side
-    whose field now points away: $\\alpha > 1$ above the kink, $\\alpha < 0$ below.
-
-    **Returns:** as `_reach_kink`."""
+    whose field now points away: $\\alpha > 1$ above the kink, $\\alpha < 0$ below."""
     k, j = jnp.divmod(jnp.argmin(h_pin).astype(jnp.int32), h_pin.shape[1])
     i = p.pins[k, j]
     kink = (p.pieces[k, i] - 1) // 2
@@ -644,7 +784,11 @@ def _release(ctx: _Context, p: _Position, log: EventLog, t_event, state, alpha, 
     pins = p.pins.at[k, j].set(-1)
     log = log.release(p.pin_record[k, j], t_event, jnp.where(above, 1, -1))
     pin_record = p.pin_record.at[k, j].set(-1)
-    return state, pieces, pins, pin_record, log, jnp.asarray(False)
+    no = jnp.asarray(False)
+    return _Outcome(
+        state, pieces, pins, pin_record, log, out_of_pins=no, crossed=no, velocity=velocity,
+        alpha=alpha,
+    )  # fmt: skip
 
 
 def _save_until(ctx: _Context, output: _Output, t_end, state_at, pieces) -> _Output:
@@ -678,11 +822,27 @@ def _margins(field: PiecewiseField, state: State, pieces, pins):
     return field.margins(z, alpha, pieces, pins)
 
 
-def _first_margin(h_free, h_pin, step: _Step) -> Float[Array, ""]:
-    """The smallest margin among the entries that left their piece in the step."""
+def _end_margins(field: PiecewiseField, state: State, pieces, pins):
+    """`_margins` at the end of a step. While no pin is held the pin margins are all `inf`
+    and the free ones need only $z = \tilde W \tilde x^\top$, not the field."""
+
+    def without_pins():
+        z = state[1] @ field.inputs.T
+        return field.margins(z, jnp.full(pins.shape, 0.5, z.dtype), pieces, pins)
+
+    return jax.lax.cond(
+        eqxi.unvmap_any(jnp.any(pins >= 0)),
+        lambda: _margins(field, state, pieces, pins),
+        without_pins,
+    )
+
+
+def _first_margin(h_free, h_pin, candidates_free, candidates_pin) -> Float[Array, ""]:
+    """The smallest margin among the candidates: the entries that left their piece in a
+    step."""
     return jnp.minimum(
-        jnp.min(jnp.where(step.candidates_free, h_free, jnp.inf)),
-        jnp.min(jnp.where(step.candidates_pin, h_pin, jnp.inf)),
+        jnp.min(jnp.where(candidates_free, h_free, jnp.inf)),
+        jnp.min(jnp.where(candidates_pin, h_pin, jnp.inf)),
     )
 
 

@@ -69,6 +69,26 @@ class Breakplanes(eqx.Module):
         )
         return jax.jvp(self.activation, (inside,), (jnp.ones_like(inside),))[1]
 
+    def value(self, z: Float[Array, "..."], piece: Int[Array, "..."]) -> Float[Array, "..."]:
+        """$\\sigma(z)$ *on the branch of `piece`*, continued past its ends by the tangent
+        there: $\\sigma(\\bar z) + \\sigma'(\\bar z)(z - \\bar z)$ with $\\bar z$ `z` clamped
+        into the piece ($\\sigma(z)$ itself inside it; the exact continuation for a piecewise
+        linear σ).
+
+        Why: on a fixed pattern the field must be smooth in θ for the Runge–Kutta error
+        estimate and dense output; with $\\sigma(z)$ itself, a step whose stages carry a
+        $z_{ki}$ past its kink (every step that holds an event) sees the kink, and its error
+        estimate degrades from O(h⁵) to O(h²): rejections that only shorten the step past the
+        event, which the flow discards anyway (`benchmarks/relu_scaling.py`). Its slope is
+        `slope`. A pinned entry (odd piece) keeps $\\sigma(z)$: it stays on its kink.
+        """
+        lower, upper = self.bounds(piece)
+        inside = jnp.clip(
+            z, _step_off(lower.astype(z.dtype), 1), _step_off(upper.astype(z.dtype), -1)
+        )
+        value, slope = jax.jvp(self.activation, (inside,), (jnp.ones_like(inside),))
+        return jnp.where(piece % 2 == 1, self.activation(z), value + slope * (z - inside))
+
     def one_sided_slopes(
         self, kink: Int[Array, "..."]
     ) -> tuple[Float[Array, "..."], Float[Array, "..."]]:

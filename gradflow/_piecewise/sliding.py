@@ -67,7 +67,7 @@ class PiecewiseField(eqx.Module):
         a, W = state
         x = self.inputs
         z = W @ x.T
-        hidden = self.breakplanes.activation(z)
+        hidden = self.breakplanes.value(z, pieces)
         if a.ndim == 1:
             error = self.sample_weights * (a @ hidden - self.targets)
         else:
