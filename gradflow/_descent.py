@@ -1,3 +1,5 @@
+from collections.abc import Sequence
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,7 @@ from ._network import TwoLayerNet
 from ._options import Observables
 from ._solution import assemble, observe, Solution
 from ._status import Status, StopReason
+from ._trainable import check_trainable, freeze, trainable_mask
 from ._validate import check_problem, check_times
 
 
@@ -26,6 +29,7 @@ def gradient_descent(
     reduction: Reduction = "mean",
     optimizer: optax.GradientTransformation | None = None,
     observables: Observables | None = None,
+    trainable: Sequence[str] | None = None,
 ) -> Solution:
     """The discrete baseline: $\\theta_{k+1} = \\theta_k - \\eta \\nabla L(\\theta_k)$, or any
     Optax optimizer, on the same problem and with the same `Solution` as `gradient_flow`.
@@ -41,6 +45,8 @@ def gradient_descent(
     - `t1`: run `round(t1 / learning_rate)` steps.
     - `optimizer`: an Optax transformation; default `optax.sgd(learning_rate)`. For
       another optimizer (e.g. Adam) `learning_rate` still sets the time per step.
+    - `trainable`: as `gradient_flow`; the frozen parameters' updates are zeroed (after
+      the optimizer, so weight decay does not move them either).
     """
     x, y, weights = check_problem(net, x, y, weights)
     check_positive("learning_rate", learning_rate)
@@ -54,6 +60,7 @@ def gradient_descent(
     if num_steps < 1:
         raise ValueError(f"`t1` / `learning_rate` = {float(t1) / learning_rate} is under one step.")
     check_reduction(reduction)
+    trainable = check_trainable(net, trainable)
     optimizer = optax.sgd(learning_rate) if optimizer is None else optimizer
     save_steps = jnp.clip(jnp.rint(ts / learning_rate).astype(jnp.int32), 0, num_steps)
     return _gradient_descent(
@@ -68,6 +75,7 @@ def gradient_descent(
         optimizer=optimizer,
         observables=dict(observables or {}),
         num_steps=num_steps,
+        trainable=trainable,
     )
 
 
@@ -85,17 +93,21 @@ def _gradient_descent(
     optimizer,
     observables,
     num_steps,
+    trainable,
 ):
     theta0, unravel = ravel_net(net)
+    moves = trainable_mask(net, trainable)
 
     def loss_of(theta):
-        return squared_loss(unravel(theta), x, y, weights, reduction)
+        return squared_loss(freeze(unravel(theta), net, trainable), x, y, weights, reduction)
 
     gradient = jax.grad(loss_of)
 
     def step(_, carry):
         theta, opt_state = carry
         updates, opt_state = optimizer.update(gradient(theta), opt_state, theta)
+        if moves is not None:
+            updates = jnp.where(moves, updates, 0)
         return optax.apply_updates(theta, updates), opt_state
 
     def advance(carry, k_save):

@@ -1,4 +1,4 @@
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import diffrax as dfx
 import equinox as eqx
@@ -40,6 +40,7 @@ def gradient_flow(
     max_events: int = 4096,
     penalty: Callable[[TwoLayerNet], Float[Array, ""]] | None = None,
     penalty_weight: float | Float[ArrayLike, ""] = 1.0,
+    trainable: Sequence[str] | None = None,
 ) -> Solution:
     """Integrates the gradient flow $\\dot\\theta = -\\nabla L(\\theta)$ of a two-layer net.
 
@@ -113,11 +114,26 @@ def gradient_flow(
       those of the penalised loss. The linear escape is not jumped (its closed form
       is the squared loss's), and the exact flow with kinks refuses a penalty (use
       `kinks="smooth"`).
+    - `trainable`: the parameters that move, a tuple of names among `"a"`, `"W"`,
+      `"b"`; default None, all of the net's. The others keep their initial values
+      exactly (their component of $\nabla L$ is zero; the state keeps them, so
+      ensembles, sweeps and results are laid out as usual). `trainable=("a",)` is the
+      kernel regime of a frozen random hidden layer: linear least squares in $a$,
+      which from $a = 0$ converges to the minimum-norm interpolant of the net's
+      random-features kernel (`benchmarks/kernel_regime.py`). `stationarity`, the
+      stop rule and `Solution.stationarity` then use the gradient in the trainable
+      parameters. The linear escape is not jumped (its closed form moves every layer).
+      From `a = 0` pass `coordinates=ScaleFree(layerwise=False)` or
+      `Cartesian(atol=...)` (the default layerwise radius of an all-zero layer is
+      undefined). For an activation with kinks, a frozen hidden layer (`W` and `b`)
+      moves no kink, so the flow is smooth and runs on the smooth driver, exactly,
+      whatever `kinks` says; the exact integrator refuses any other partial freeze
+      (use `kinks="smooth"`).
 
     What recompiles: the numbers (`t1`, `ts` values, `rtol`, `dtmin`, `loss_tol`,
     `stationarity_tol`) and the arrays are traced, so new values reuse the compiled
     program (`penalty_weight` too); a new `reduction`, `solver`, `coordinates`,
-    `observables` or `penalty` function,
+    `observables` or `penalty` function, `trainable`,
     `max_steps`, `max_events`, array shape or dtype compiles anew (see `FlowOptions`).
 
     **Returns:** a `Solution`.
@@ -143,6 +159,7 @@ def gradient_flow(
         kinks=kinks,
         penalty=penalty,
         penalty_weight=penalty_weight,
+        trainable=trainable,
     )
     solve = solve_piecewise if options.piecewise else _gradient_flow
     return solve(net, data, options).with_info(describe(options, data))

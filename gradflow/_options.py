@@ -4,7 +4,7 @@ through every driver (`gradient_flow`, `piecewise_flow`, the refilling ensemble)
 import difflib
 import hashlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import diffrax as dfx
@@ -25,6 +25,7 @@ from ._misc import (
 )
 from ._network import TwoLayerNet
 from ._solver import AbstractPhasedSolver, default_solver, phases_of, Unrolled
+from ._trainable import check_trainable, frozen_of
 from ._validate import check_problem, check_times
 
 
@@ -65,12 +66,17 @@ class FlowOptions(eqx.Module):
     # Whether the exact event-driven flow of `piecewise_flow` runs (kinked activation
     # and `kinks="exact"`).
     piecewise: bool = eqx.field(static=True)
+    # The parameters that move, in `ravel_net`'s order (every one by default).
+    trainable: tuple[str, ...] = eqx.field(static=True, default=("a", "W", "b"))
 
 
-def runs_piecewise(net: TwoLayerNet, kinks: Kinks) -> bool:
+def runs_piecewise(net: TwoLayerNet, kinks: Kinks, trainable: Sequence[str] | None = None) -> bool:
     """Whether `gradient_flow` runs the exact, event-driven flow of `piecewise_flow`: an
-    activation with kinks, and `kinks="exact"`."""
-    return kinks == "exact" and not net.activation.is_smooth
+    activation with kinks, `kinks="exact"`, and a hidden layer that moves. With `W` and
+    `b` frozen no breakplane moves, nothing crosses, and the flow (linear least squares
+    in `a`) is smooth: the smooth driver integrates it exactly."""
+    hidden_moves = any(name in check_trainable(net, trainable) for name in ("W", "b"))
+    return kinks == "exact" and not net.activation.is_smooth and hidden_moves
 
 
 def flow_options(
@@ -95,6 +101,7 @@ def flow_options(
     kinks: Kinks = "exact",
     penalty: Callable[[TwoLayerNet], Float[Array, ""]] | None = None,
     penalty_weight: float | Float[Array, ""] = 1.0,
+    trainable: Sequence[str] | None = None,
 ) -> tuple[tuple, FlowOptions]:
     """Checks one seed's problem and the options of its solve, at trace time, and fills
     in the defaults that depend on the net (the solver, the escape).
@@ -123,7 +130,16 @@ def flow_options(
         raise ValueError(f"`kinks` must be 'exact' or 'smooth', got {kinks!r}.")
     observables = dict(observables or {})
     _check_penalty(penalty, penalty_weight)
-    piecewise = runs_piecewise(net, kinks)
+    trainable = check_trainable(net, trainable)
+    frozen = frozen_of(net, trainable)
+    piecewise = runs_piecewise(net, kinks, trainable)
+    if piecewise and frozen:
+        raise ValueError(
+            f"`trainable`={trainable} is not supported by the exact integrator for the kinks "
+            f"of {type(net.activation).__name__} (its events move every parameter). Freeze "
+            "the whole hidden layer, `trainable=('a',)`: nothing then crosses a kink and "
+            "the flow, smooth, runs exactly on the smooth driver. Or pass `kinks='smooth'`."
+        )
     if piecewise and penalty is not None:
         raise ValueError(
             "`penalty` is not supported by the exact integrator for the kinks of "
@@ -134,7 +150,7 @@ def flow_options(
         _check_piecewise(net, loss_tol, stationarity_tol, coordinates, observables)
         solver = _stepper_between_kinks(solver)
     else:
-        _check_scale_free(net, coordinates)
+        _check_scale_free(net, coordinates, frozen)
         solver = default_solver(net) if solver is None else solver
     as_array = lambda v: None if v is None else jnp.asarray(v, x.dtype)  # noqa: E731
     options = FlowOptions(
@@ -152,11 +168,14 @@ def flow_options(
         reduction=reduction,
         max_steps=max_steps,
         max_events=max_events,
-        # The escape's closed form is that of the squared loss alone.
+        # The escape's closed form is that of the squared loss alone, every layer moving.
         escape_order=(
-            escape_order(net) if linear_escape and not piecewise and penalty is None else 0
+            escape_order(net)
+            if linear_escape and not piecewise and penalty is None and not frozen
+            else 0
         ),
         piecewise=piecewise,
+        trainable=trainable,
     )
     return (x, y, weights), options
 
@@ -201,6 +220,7 @@ def describe(options: FlowOptions, data: tuple) -> tuple[tuple[str, str], ...]:
         ("solver", repr(options.solver)),
         ("coordinates", repr(options.coordinates)),
         ("observables", ", ".join(sorted(options.observables)) or "none"),
+        ("trainable", ", ".join(options.trainable)),
         ("penalty", _name(options.penalty)),
         ("penalty_weight", number(options.penalty_weight) if options.penalty else "none"),
         ("max_steps", str(options.max_steps)),
@@ -268,15 +288,21 @@ def _check_penalty(penalty, penalty_weight) -> None:
             )
 
 
-def _check_scale_free(net: TwoLayerNet, coordinates: AbstractCoordinates) -> None:
+def _check_scale_free(
+    net: TwoLayerNet, coordinates: AbstractCoordinates, frozen: tuple[str, ...] = ()
+) -> None:
     if isinstance(coordinates, ScaleFree) and coordinates.layerwise and all_concrete(net):
         for name in ("a", "W"):
             # NumPy: inside a `jit` trace, jnp would trace even a closed-over constant.
             if not np.any(np.asarray(getattr(net, name)) != 0):
+                # The kernel regime (a frozen random hidden layer, `a` from 0) is the
+                # common way here: one radius for all of θ is then set by the frozen layer.
+                where = " (e.g. `a = 0` under a frozen hidden layer)" if frozen else ""
                 raise ValueError(
                     f"`net.{name}` is all zero, so its layer has no scale for "
-                    "`ScaleFree(layerwise=True)` to be relative to. Pass "
-                    "`coordinates=gradflow.ScaleFree(layerwise=False)`."
+                    f"`ScaleFree(layerwise=True)` to be relative to{where}. Pass "
+                    "`coordinates=gradflow.ScaleFree(layerwise=False)` (one radius for "
+                    "all of θ) or `coordinates=gradflow.Cartesian(atol=...)`."
                 )
 
 

@@ -17,6 +17,7 @@ from ._misc import layer_sizes, ravel_net
 from ._network import TwoLayerNet
 from ._options import FlowOptions
 from ._solution import observe
+from ._trainable import freeze, PARAMETERS, trainable_mask
 
 
 class FlowProblem(eqx.Module):
@@ -35,6 +36,8 @@ class FlowProblem(eqx.Module):
     theta0: Float[Array, " P"]
     unravel: Callable[[Float[Array, " P"]], TwoLayerNet]
     layers: tuple[int, int] = eqx.field(static=True)
+    # The parameters that move (see `gradflow._trainable`); the others keep `net`'s values.
+    trainable: tuple[str, ...] = eqx.field(static=True)
 
     @classmethod
     def of(cls, net: TwoLayerNet, data: tuple, options: FlowOptions) -> "FlowProblem":
@@ -44,11 +47,12 @@ class FlowProblem(eqx.Module):
             net, x, y, weights, reduction=options.reduction,
             coordinates=options.coordinates, observables=options.observables,
             penalty=options.penalty, penalty_weight=options.penalty_weight,
+            trainable=options.trainable,
         )  # fmt: skip
 
     def __init__(
         self, net, x, y, weights, *, reduction, coordinates, observables, penalty=None,
-        penalty_weight=1.0,
+        penalty_weight=1.0, trainable=PARAMETERS,
     ):  # fmt: skip
         self.net, self.x, self.y, self.weights = net, x, y, weights
         self.reduction = reduction
@@ -58,10 +62,12 @@ class FlowProblem(eqx.Module):
         self.penalty_weight = jnp.asarray(penalty_weight, x.dtype)
         self.theta0, self.unravel = ravel_net(net)
         self.layers = layer_sizes(net)
+        self.trainable = tuple(name for name in trainable if getattr(net, name) is not None)
 
     def loss(self, theta: Float[Array, " P"]) -> Float[Array, ""]:
-        """The loss the flow descends: the squared loss, plus the weighted penalty."""
-        net = self.unravel(theta)
+        """The loss the flow descends: the squared loss, plus the weighted penalty. Frozen
+        parameters enter at their initial values, with an exactly zero gradient."""
+        net = freeze(self.unravel(theta), self.net, self.trainable)
         loss = squared_loss(net, self.x, self.y, self.weights, self.reduction)
         if self.penalty is None:
             return loss
@@ -79,7 +85,14 @@ class FlowProblem(eqx.Module):
         return self.coordinates.to_state(theta, self.layers)
 
     def to_params(self, state: PyTree[Array]) -> Float[Array, " P"]:
-        return self.coordinates.to_params(state, self.layers)
+        theta = self.coordinates.to_params(state, self.layers)
+        moves = trainable_mask(self.net, self.trainable)
+        if moves is None:
+            return theta
+        # A frozen parameter's velocity is zero, but where coordinates share a radius
+        # between moving and frozen parameters (`ScaleFree(layerwise=False)`, or `b`
+        # trained under a frozen `W`) its state can drift by rounding; it is restored.
+        return jnp.where(moves, theta, self.theta0)
 
     def observe(self, theta: Float[Array, " P"]) -> dict:
         """The record of a save time (see `gradflow._solution.observe`)."""
@@ -159,5 +172,3 @@ def next_phase_first_step(t_switch, t0, num_accepted_steps):
     from its start `t0` to the switch."""
     accepted = jnp.maximum(num_accepted_steps, 1).astype(t_switch.dtype)
     return (t_switch - t0) / accepted
-
-

@@ -45,7 +45,8 @@ def schedule_for(schedule: Schedule, net: TwoLayerNet, flow_kwargs: dict) -> Sch
     8 ReLU seeds took 48-50 s in lockstep against about 1 s each alone (issue 16). One
     seed after another inside the compiled chunk is never slower than a loop over
     `gradient_flow`. `schedule` otherwise."""
-    return "sequential" if runs_piecewise(net, flow_kwargs.get("kinks", "exact")) else schedule
+    piecewise = runs_piecewise(net, flow_kwargs.get("kinks", "exact"), flow_kwargs.get("trainable"))
+    return "sequential" if piecewise else schedule
 
 
 def default_chunk_size(schedule: Schedule, chunk_size: int | None, num_slots: int) -> int:
