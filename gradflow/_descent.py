@@ -20,7 +20,7 @@ from ._validate import check_problem, check_times
 def gradient_descent(
     net: TwoLayerNet,
     x: Float[ArrayLike, "n d"],
-    y: Float[ArrayLike, " n"],
+    y: Float[ArrayLike, " n *k"],
     *,
     learning_rate: float,
     t1: float,

@@ -16,7 +16,7 @@ from ._validate import check_init_scale
 def flow_ensemble(
     nets: TwoLayerNet,
     x: Float[ArrayLike, "... n d"],
-    y: Float[ArrayLike, "... n"],
+    y: Float[ArrayLike, "..."],  # (..., n) or (..., n, k)
     *,
     weights: Float[ArrayLike, "... n"] | None = None,
     schedule: ScheduleName = "refill",

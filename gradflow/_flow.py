@@ -21,7 +21,7 @@ from ._solver import Phase, phases_of
 def gradient_flow(
     net: TwoLayerNet,
     x: Float[ArrayLike, "n d"],
-    y: Float[ArrayLike, " n"],
+    y: Float[ArrayLike, " n *k"],
     *,
     t1: float | Float[ArrayLike, ""],
     ts: Float[ArrayLike, " T"] | None = None,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import numpy as np
-from jaxtyping import ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Key
 
 from ._labels import to_dataset
 from ._misc import check_positive_int
@@ -76,7 +76,7 @@ class Grid(eqx.Module):
         i_n, i_scale, i_seed = (v.ravel() for v in np.indices(self.shape))
         return i_n, i_scale, i_seed
 
-    def keys(self) -> PRNGKeyArray:
+    def keys(self) -> Key[Array, " seeds"]:
         """One key per seed, the same at every grid point."""
         return jax.random.split(jax.random.key(self.seed), self.num_seeds)
 

@@ -93,7 +93,7 @@ class TwoLayerNet(eqx.Module):
         return self.activation(self.preactivation(x)) @ self.a
 
 
-def imbalance(net: TwoLayerNet) -> Float[Array, " m"]:
+def imbalance(net: TwoLayerNet) -> Float[Array, "*seeds m"]:
     """Per-neuron imbalance $C_k = \\|a_k\\|^2 - \\|w_k\\|^2 - b_k^2$ ($a_k^2$ for a
     scalar output).
 

@@ -80,7 +80,7 @@ class _Loop(eqx.Module):
 def refill_flow(
     nets: TwoLayerNet,
     x: Float[ArrayLike, "... n d"],
-    y: Float[ArrayLike, "... n"],
+    y: Float[ArrayLike, "..."],  # (..., n) or (..., n, k)
     *,
     weights: Float[ArrayLike, "... n"] | None = None,
     data_index: Int[ArrayLike, " seeds"] | None = None,

@@ -4,7 +4,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int, PyTree
+from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 from ._network import TwoLayerNet
 from ._status import Status, status_messages, StopReason
@@ -45,21 +45,23 @@ class Solution(eqx.Module):
       fingerprint of the data; `to_dataset` stores them as attributes.
     """
 
+    # Leading axes (seeds, grid points) where the solution is a batch; NumPy arrays
+    # where it was read back from a checkpoint.
     net: TwoLayerNet
-    final_loss: Float[Array, ""]
-    stationarity: Float[Array, ""]
-    ts: Float[Array, " T"]
+    final_loss: Float[ArrayLike, "..."]
+    stationarity: Float[ArrayLike, "..."]
+    ts: Float[ArrayLike, "... T"]
     nets: TwoLayerNet
-    loss: Float[Array, " T"]
-    observables: dict[str, PyTree[Array]]
-    t_stop: Float[Array, ""]
-    num_steps: Int[Array, ""]
-    num_accepted_steps: Int[Array, ""]
-    num_rejected_steps: Int[Array, ""]
-    num_evaluations: Int[Array, ""]
-    phase_steps: Int[Array, " phases"]
-    status: Int[Array, ""]
-    stop_reason: Int[Array, ""]
+    loss: Float[ArrayLike, "... T"]
+    observables: dict[str, PyTree]
+    t_stop: Float[ArrayLike, "..."]
+    num_steps: Int[ArrayLike, "..."]
+    num_accepted_steps: Int[ArrayLike, "..."]
+    num_rejected_steps: Int[ArrayLike, "..."]
+    num_evaluations: Int[ArrayLike, "..."]
+    phase_steps: Int[ArrayLike, "... phases"]
+    status: Int[ArrayLike, "..."]
+    stop_reason: Int[ArrayLike, "..."]
     info: tuple[tuple[str, str], ...] = eqx.field(static=True, default=())
 
     @property

@@ -23,6 +23,7 @@ _share_compiled_programs()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import jaxtyping  # noqa: E402
 import pytest  # noqa: E402
 
 import gradflow  # noqa: E402, F401  (enables float64)
@@ -40,6 +41,21 @@ jax.config.update(
 )
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(autouse=True)
+def _type_checks(request):
+    """The runtime shape/dtype checks of the import hook (see pyproject's `addopts`) stay
+    on, except in tests marked `mistyped`: those pass ill-typed input on purpose to check
+    that gradflow's own message names the argument and the fix."""
+    if request.node.get_closest_marker("mistyped") is None:
+        yield
+        return
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", False)
 
 
 @pytest.fixture

@@ -153,6 +153,7 @@ def test_custom_activation_by_subclassing_and_registering():
     assert gf.get_activation(activation) is activation
 
 
+@pytest.mark.slow  # the custom activation's values and derivatives are checked fast above
 def test_custom_activation_flow_matches_reference(w1_data):
     # A user-defined tanh runs through the whole engine and matches the DOP853 reference
     # computed with NumPy's tanh; tolerance as in test_flow_reference.py.
@@ -166,6 +167,7 @@ def test_custom_activation_flow_matches_reference(w1_data):
     assert relative_error(flatten(sol.nets), reference).max() <= 1e-8
 
 
+@pytest.mark.mistyped
 def test_unknown_activation_name():
     with pytest.raises(ValueError, match="`activation`"):
         gf.get_activation("not_an_activation")

@@ -10,6 +10,9 @@ import pytest
 import gradflow as gf
 
 
+pytestmark = pytest.mark.mistyped  # every test here passes ill-typed input on purpose
+
+
 def _problem(dtype=jnp.float64, scale=1e-3):
     net = gf.random_net(
         jax.random.key(0), width=2, dim=2, scale=scale, activation="tanh", dtype=dtype
@@ -146,6 +149,7 @@ def test_integer_data():
         gf.gradient_flow(net, jnp.ones((6, 2), jnp.int32), y, t1=10.0)
 
 
+@pytest.mark.slow  # the other argument errors here are fast
 def test_zero_layer_needs_single_radius(w1_data):
     x, y = w1_data
     net = gf.random_net(jax.random.key(0), width=2, dim=2, scale=1e-3, activation="tanh")

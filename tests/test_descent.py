@@ -81,6 +81,7 @@ def test_divergent_descent_gets_nonfinite_status(getkey):
     assert "NaN" in sol.message
 
 
+@pytest.mark.slow  # tests/test_bad_input.py checks the shared argument errors fast
 def test_bad_descent_input(getkey):
     net, x, y = _problem(getkey)
     with pytest.raises(ValueError, match="learning_rate"):

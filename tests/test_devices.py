@@ -3,6 +3,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 # The host-platform device count must be set before JAX initialises, so the check runs
 # in a fresh interpreter with four simulated CPU devices.
@@ -45,6 +47,8 @@ _SCRIPT = textwrap.dedent(
 )
 
 
+# Slow: test_implicit_phase_on_two_host_devices_does_not_hang runs sharded ensembles fast.
+@pytest.mark.slow
 def test_sharded_ensemble_equals_single_device():
     env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     result = subprocess.run(

@@ -77,6 +77,7 @@ def test_checkpoint_resume_reuses_finished_chunks(getkey, w1_data, tmp_path):
         gf.flow_ensemble(nets, x, y, checkpoint_dir=tmp_path, **(kwargs | {"t1": 21.0}))
 
 
+@pytest.mark.slow  # tests/test_results.py::test_solution_records_how_it_was_made builds a dataset
 def test_to_dataset_labels(getkey, w1_data):
     x, y = w1_data
     nets = _nets(getkey(), 3)
@@ -114,6 +115,7 @@ def test_bad_ensemble_input(getkey, w1_data):
         gf.flow_ensemble(tiny32, x.astype(jnp.float32), y.astype(jnp.float32), t1=1.0)
 
 
+@pytest.mark.slow  # test_failed_seed_does_not_stop_the_others is its fast sibling
 def test_nan_seed_fails_fast_under_vmap(getkey, w1_data):
     # A traced NaN cannot be refused up front; its steps are all rejected, and the
     # `dtmin` floor must end it in a handful of steps instead of the whole budget
@@ -128,7 +130,7 @@ def test_nan_seed_fails_fast_under_vmap(getkey, w1_data):
     assert int(sol.num_steps[1]) < 50
 
 
-@pytest.mark.parametrize("schedule", ["refill", "lockstep"])
+@pytest.mark.parametrize("schedule", ["refill", pytest.param("lockstep", marks=pytest.mark.slow)])
 def test_repeated_calls_compile_once(getkey, w1_data, schedule):
     # The chunk function is a module, not a closure over the data: a second ensemble
     # of the same structure (other nets, other data values) must not be traced again.

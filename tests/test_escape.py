@@ -59,7 +59,14 @@ def test_closed_form_is_expm_of_the_hessian_at_zero(getkey, bias, reduction):
 
 
 @pytest.mark.parametrize("scale", [1e-8, 1e-20])
-@pytest.mark.parametrize("activation, bias", [("tanh", False), ("erf", True), ("identity", True)])
+@pytest.mark.parametrize(
+    "activation, bias",
+    [
+        ("tanh", False),
+        pytest.param("erf", True, marks=pytest.mark.slow),  # each compiles its own program
+        pytest.param("identity", True, marks=pytest.mark.slow),
+    ],
+)
 def test_jumped_flow_matches_reference(getkey, scale, activation, bias):
     x = jax.random.normal(getkey(), (8, 2))
     y = jnp.sin(x @ jnp.array([1.0, -0.5]))
@@ -74,6 +81,9 @@ def test_jumped_flow_matches_reference(getkey, scale, activation, bias):
         assert relative_error(got, reference[i]).max() <= FLOW_TOLERANCE
 
 
+# Slow: benchmarks/escape_lockstep.py measures the same cost;
+# test_jumped_flow_matches_reference[tanh] is fast.
+@pytest.mark.slow
 def test_cost_does_not_grow_with_log_inverse_scale(w1_data):
     x, y = w1_data
 
@@ -93,6 +103,7 @@ def test_cost_does_not_grow_with_log_inverse_scale(w1_data):
     assert at_20 < 0.95 * int(plain.num_evaluations)
 
 
+@pytest.mark.slow  # test_closed_form_is_expm_of_the_hessian_at_zero is its fast sibling
 def test_jump_past_t1_is_the_closed_form(w1_data):
     x, y = w1_data
     net = gf.random_net(jax.random.key(2), width=2, dim=2, scale=1e-20, activation="tanh")
@@ -104,6 +115,7 @@ def test_jump_past_t1_is_the_closed_form(w1_data):
     assert relative_error(flatten(sol.net), reference[-1]).max() <= FLOW_TOLERANCE
 
 
+@pytest.mark.slow  # test_jumped_flow_matches_reference[tanh] is its fast sibling
 def test_vmapped_scales_hand_over_per_seed(w1_data):
     x, y = w1_data
     scales = jnp.array([1e-2, 1e-10, 1e-20])

@@ -71,8 +71,15 @@ _KINKED_RUNS = [(seed, 0.5, 3.0) for seed in (0, 15, 16)]
 _SMOOTH_RUNS = [(0, 0.5, 3.0), (0, 1e-6, 60.0)]
 
 
+# Each activation compiles its own program: ReLU (the exact flow) runs by default.
+_SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("seed, scale, t1", _KINKED_RUNS)
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "identity"])
+@pytest.mark.parametrize(
+    "activation",
+    ["relu", pytest.param("leaky_relu", marks=_SLOW), pytest.param("identity", marks=_SLOW)],
+)
 def test_imbalance_is_conserved(activation, seed, scale, t1):
     sol = _small_run(activation, seed, scale, t1)
     assert int(sol.status) == gf.Status.SUCCESS
@@ -91,8 +98,13 @@ def test_imbalance_is_conserved(activation, seed, scale, t1):
 @pytest.mark.parametrize(
     "activation, seed, scale, t1",
     [("relu", *run) for run in _KINKED_RUNS]
-    + [("leaky_relu", *_KINKED_RUNS[0])]
-    + [(name, *run) for name in ("identity", "tanh", "gelu", "sinc") for run in _SMOOTH_RUNS],
+    + [pytest.param("leaky_relu", *_KINKED_RUNS[0], marks=_SLOW)]
+    + [("tanh", *run) for run in _SMOOTH_RUNS]
+    + [
+        pytest.param(name, *run, marks=_SLOW)
+        for name in ("identity", "gelu", "sinc")
+        for run in _SMOOTH_RUNS
+    ],
 )
 def test_loss_never_increases(activation, seed, scale, t1):
     sol = _small_run(activation, seed, scale, t1)
@@ -137,6 +149,8 @@ def _index(tree, i):
     return jax.tree_util.tree_map(lambda leaf: leaf[i], tree)
 
 
+# Slow: test_ensemble.py::test_ensemble_matches_single_runs checks vmapped runs against single ones.
+@pytest.mark.slow
 def test_vmap_over_nets_equals_single_runs(w1_data):
     x, y = w1_data
     scales = jnp.array([1e-2, 1e-8, 1e-14, 1e-20])
@@ -149,6 +163,8 @@ def test_vmap_over_nets_equals_single_runs(w1_data):
         _assert_same_run(_index(batched, i), _w1_flow(_index(nets, i), x, y))
 
 
+# Slow: test_ensemble.py::test_ensemble_matches_single_runs checks vmapped runs against single ones.
+@pytest.mark.slow
 def test_vmap_over_data_equals_single_runs(w1_data):
     x, _ = w1_data
     s = x[:, 0]
@@ -160,6 +176,7 @@ def test_vmap_over_data_equals_single_runs(w1_data):
         _assert_same_run(_index(batched, i), _w1_flow(net, inputs[i], targets[i]))
 
 
+@pytest.mark.slow  # tests/test_penalty.py runs gradient_flow under jit
 def test_jit_equals_eager(w1_data):
     x, y = w1_data
     net = _w1_net(0, 1e-8)
@@ -249,7 +266,7 @@ def counted_gradient(monkeypatch):
     [
         (dfx.Tsit5(), 1e-6, 20.0),
         (dfx.Tsit5(), 1e-10, 20.0),
-        (dfx.Heun(), 1e-6, 20.0),
+        pytest.param(dfx.Heun(), 1e-6, 20.0, marks=pytest.mark.slow),
         pytest.param(dfx.Dopri8(), 1e-10, 20.0, marks=pytest.mark.slow),
         pytest.param(gf.Rodas5P(), 1e-10, 20.0, marks=pytest.mark.slow),
         (None, 1e-10, 5.0),
@@ -354,6 +371,7 @@ def test_loss_tol(w1_data, eps):
     _assert_nan_after_stop(sol)
 
 
+@pytest.mark.slow  # test_stationarity_tol_at_convergence_of_a_linear_network is its fast sibling
 def test_stationarity_tol_ignores_the_plateau_of_a_tiny_init(w1_data):
     x, y = w1_data
     tol = 1e-2
@@ -427,6 +445,7 @@ def test_max_steps_reached(w1_data):
     _assert_nan_after_stop(sol)
 
 
+@pytest.mark.slow  # test_max_steps_reached is its fast sibling
 def test_max_steps_in_a_vmapped_ensemble(w1_data):
     x, y = w1_data
     net = _w1_net(0, 1e-8)

@@ -166,6 +166,7 @@ def _gelu_problem():
     return x, y, weights
 
 
+@pytest.mark.slow  # test_w1_matches_solve_ivp is its fast sibling
 @pytest.mark.parametrize("seed", MORE_SEEDS)
 @pytest.mark.parametrize("eps", SOME_SCALES)
 def test_gelu_with_bias_matches_solve_ivp(eps, seed):
@@ -181,6 +182,7 @@ def test_gelu_with_bias_matches_solve_ivp(eps, seed):
     assert float(sol.loss[-1]) < 0.1 * float(sol.loss[0])
 
 
+@pytest.mark.slow  # test_w1_matches_solve_ivp is its fast sibling
 @pytest.mark.parametrize("eps", [1e-12])
 def test_sinc_gradient_at_tiny_scale(w1_data, eps):
     # sinc has σ(0) = 1 ≠ 0, so the outer weights escape first and the inner weights

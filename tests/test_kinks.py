@@ -6,6 +6,7 @@ import pytest
 import gradflow as gf
 
 
+@pytest.mark.slow  # test_default_for_kinks_is_the_exact_flow is fast
 def test_pinned_relu_run_ends_with_status_and_last_state():
     # The problem of the exact-ReLU-flow issue: a biased ReLU net whose breakplanes
     # pin data points, where the vector field is discontinuous and the smooth solver

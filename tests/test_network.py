@@ -149,6 +149,7 @@ def test_zero_weight_removes_a_sample_exactly():
     np.testing.assert_allclose(float(padded), float(dropped), rtol=1e-15)
 
 
+@pytest.mark.mistyped
 def test_constructor_errors():
     with pytest.raises(ValueError, match="`a`"):
         gf.TwoLayerNet(jnp.ones((2, 1, 1)), jnp.ones((2, 1)))
@@ -162,6 +163,7 @@ def test_constructor_errors():
         gf.TwoLayerNet(jnp.ones(2, jnp.int32), jnp.ones((2, 1), jnp.int32))
 
 
+@pytest.mark.mistyped
 def test_random_net_errors(getkey):
     with pytest.raises(ValueError, match="`scale`"):
         gf.random_net(getkey(), width=2, dim=2, scale=0.0)

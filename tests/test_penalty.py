@@ -95,6 +95,7 @@ def test_penalty_weight_is_traced_and_zero_weight_is_the_plain_flow(w1_data):
         (dict(penalty=weight_decay, penalty_weight=jnp.ones(2)), "`penalty_weight`"),
     ],
 )
+@pytest.mark.mistyped
 def test_bad_penalty_is_refused(w1_data, kwargs, match):
     x, y = w1_data
     net = gf.random_net(jax.random.key(0), width=2, dim=2, scale=0.1, activation="tanh")

@@ -175,6 +175,7 @@ def _seed(tree, index):
     return jax.tree_util.tree_map(lambda v: v[index], tree)
 
 
+@pytest.mark.slow  # the one-neuron pins against closed forms are fast
 def test_agrees_with_small_step_gradient_descent(random_flows):
     nets, x, y, ts, sol = random_flows
     sol = _seed(sol, slice(0, 8))
@@ -271,6 +272,7 @@ class _FakeKink(gf.AbstractActivation):
         return jnp.tanh(z)
 
 
+@pytest.mark.mistyped
 def test_bad_input():
     x, y = ONE_D_X, ONE_D_Y
     relu = _one_neuron(0.5, 0.5, 0.1, "relu")

@@ -78,6 +78,7 @@ def test_under_jit_and_vmap():
     np.testing.assert_allclose(norms[1], 4 * norms[0], rtol=1e-12)
 
 
+@pytest.mark.mistyped
 def test_bad_input():
     kernel = radon.Kernel("gaussian", radon.RadonDensity(), dim=1)
     with pytest.raises(ValueError, match="`y` must have shape"):

@@ -203,6 +203,7 @@ def test_symmetric_positive_semidefinite(kernel):
     np.testing.assert_allclose(pairs, np.diag(gram[:5, 5:10]), rtol=1e-13)
 
 
+@pytest.mark.mistyped
 def test_bad_input():
     with pytest.raises(ValueError, match="`density=RadonDensity"):
         radon.Kernel("relu", radon.RadonDensity(), dim=1)

@@ -71,6 +71,7 @@ def test_gradients_under_jit(getkey):
     np.testing.assert_allclose(grads.a[0], fd, rtol=1e-4)
 
 
+@pytest.mark.mistyped
 def test_bad_input(getkey):
     tanh_net = gf.TwoLayerNet(jnp.ones(2), jnp.ones((2, 1)), None, "tanh")
     with pytest.raises(ValueError, match="network_penalty"):

@@ -79,6 +79,7 @@ def test_user_activation_uses_numerical_route():
     np.testing.assert_allclose(ours, radon.spectral_penalty("tanh", k, dim=2), rtol=1e-9)
 
 
+@pytest.mark.mistyped
 def test_bad_input():
     with pytest.raises(ValueError, match="does not exist as an integral"):
         radon.numerical_fourier_magnitude("sinc", jnp.array([0.5]))

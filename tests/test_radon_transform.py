@@ -77,6 +77,7 @@ def test_stop_band_makes_the_seminorm_infinite():
     assert np.isinf(radon.spectral_seminorm(_bump, "sinc", dim=1, support_radius=10.0))
 
 
+@pytest.mark.mistyped
 def test_bad_input():
     with pytest.raises(ValueError, match="`dim`=3"):
         radon.spectral_seminorm(_bump, "relu", dim=3, support_radius=1.0)

@@ -111,6 +111,7 @@ def test_mixed_scales_stop_rules_and_saves_match_gradient_flow(getkey, w1_data):
     assert stats.efficiency > lockstep
 
 
+@pytest.mark.slow  # tests/test_ensemble.py::test_failed_seed_does_not_stop_the_others is fast
 def test_failures_stay_with_their_seed(getkey, w1_data):
     # Per-seed data: seed 1's inputs scaled up 300× (stiff: it exhausts max_steps),
     # seed 2 with a NaN target (every step rejected: NONFINITE after a few steps).
@@ -168,6 +169,7 @@ def test_sweep_refill_matches_lockstep():
     np.testing.assert_allclose(refill["loss"].values, lockstep["loss"].values, rtol=RTOL)
 
 
+@pytest.mark.mistyped
 def test_bad_schedule(getkey, w1_data):
     x, y = w1_data
     nets = _nets(getkey(), [1e-3, 1e-3])
@@ -182,6 +184,7 @@ def test_bad_schedule(getkey, w1_data):
         refill_flow(nets, x, y, t1=1.0, max_steps=0)
 
 
+@pytest.mark.slow  # tests/test_kinks.py::test_default_for_kinks_is_the_exact_flow is fast
 def test_kinks_run_the_exact_flow(getkey):
     # The refilling slots step with a smooth solver, so an activation with kinks runs
     # the exact (event-driven) flow of `gradient_flow` seed by seed instead: the

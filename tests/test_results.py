@@ -46,6 +46,7 @@ def test_solution_records_how_it_was_made(w1_data):
     assert dict(other.info)["data_sha256"] != info["data_sha256"]
 
 
+@pytest.mark.slow  # test_solution_records_how_it_was_made is fast
 def test_summary_flags_runs_that_did_not_converge(w1_data):
     x, y = w1_data
     keys = jax.random.split(jax.random.key(1), 3)
@@ -80,6 +81,7 @@ def test_exact_relu_event_log_in_the_dataset():
         assert np.all(kinds[run, :count] >= 0) and np.all(kinds[run, count:] == -1)
 
 
+@pytest.mark.slow  # tests/test_descent.py::test_descent_vmaps_over_nets is fast
 def test_descent_reports_the_times_of_its_states(w1_data):
     x, y = w1_data
     net = gf.random_net(jax.random.key(0), width=2, dim=2, scale=1e-2, activation="tanh")
@@ -93,6 +95,7 @@ def test_descent_reports_the_times_of_its_states(w1_data):
         gf.distance_to_flow(gd, flow)
 
 
+@pytest.mark.slow  # the messages' texts are checked without a flow in tests/test_bad_input.py
 def test_messages_point_the_right_way(w1_data):
     x, y = w1_data
     net = gf.random_net(jax.random.key(0), width=2, dim=2, scale=1e-2, activation="tanh")
@@ -129,6 +132,7 @@ def test_ensemble_keyword_typo_names_the_ensemble(w1_data):
         gf.flow_ensemble(nets, x, y, t1=1.0, rtoll=1e-8, progress=False)
 
 
+@pytest.mark.slow  # test_exact_relu_event_log_in_the_dataset is fast
 def test_exact_relu_stationarity_is_the_filippov_velocity():
     # A ReLU net fits |s| on 1-D data: at the end the breakplanes sit at data points,
     # where the loss has no gradient; the end stationarity is that of the Filippov flow,

@@ -226,6 +226,8 @@ def _index(nets, i):
     return jax.tree_util.tree_map(lambda leaf: leaf[i], nets)
 
 
+# Slow: tests/test_two_phase.py::test_agrees_with_tight_rodas_through_the_switch is fast.
+@pytest.mark.slow
 def test_w1_flow_matches_dop853_under_vmap(w1_data):
     x, y = w1_data
     num_seeds = 3

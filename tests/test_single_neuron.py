@@ -51,6 +51,7 @@ def test_end_point_classes():
         assert int(active) == (2 if expected in (-1, 0) else 1)
 
 
+@pytest.mark.slow  # test_time_shift_of_a_linear_network_is_log_of_scale_over_growth_rate is fast
 def test_escape_time_matches_the_closed_form_of_the_scalar_linear_network():
     """f(x) = a·w·x on the one point x = 1 with target c, balanced start a = w: the product
     u = aw follows the logistic u(t) = c·u0·e^{2ct}/(c + u0(e^{2ct} − 1)), so the loss
@@ -174,6 +175,7 @@ def test_unrepresentable_target_message():
         sn.SingleNeuronConfig(target_w=(1.0,))
 
 
+@pytest.mark.slow  # notebooks/single_neuron.ipynb runs the quick experiment in the default suite
 def test_quick_reproduction_writes_figures_and_numbers(tmp_path):
     """The CI-size `gradflow reproduce single-neuron --quick`: every figure with its
     numbers, and (the one run of the file, to keep it fast) a known answer from its

@@ -35,6 +35,7 @@ def test_agrees_with_tight_rodas_through_the_switch(w1_data):
     # itself, in test_flow_properties.py.)
 
 
+@pytest.mark.slow  # test_agrees_with_tight_rodas_through_the_switch is fast
 def test_without_a_switch_it_is_the_explicit_solver(w1_data):
     # To t = 5 a 1e-8 run is still on its plateau: the switch never fires, and the run is
     # Tsit5's, step for step. Its values differ from Diffrax's only by the order of the
@@ -49,6 +50,7 @@ def test_without_a_switch_it_is_the_explicit_solver(w1_data):
     assert_relative_close(_flat(sol.nets), _flat(tsit5.nets), rtol=1e-12)
 
 
+@pytest.mark.slow  # tests/test_results.py::test_end_state_after_a_stop_rule is fast
 @pytest.mark.parametrize("loss_tol", [1e-3, 1e-14])
 def test_stop_rules_in_either_phase(w1_data, loss_tol):
     # 1e-3 is reached while fitting (before the switch), 1e-14 in the stiff phase.
@@ -63,6 +65,8 @@ def test_stop_rules_in_either_phase(w1_data, loss_tol):
     assert 0 < sol.t_stop < 1e6
 
 
+# Slow: tests/test_refill.py::test_mixed_scales_stop_rules_and_saves_match_gradient_flow is fast.
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["refill", "lockstep"])
 def test_ensembles_take_the_steps_of_gradient_flow(w1_data, schedule):
     # Mixed scales (so seeds switch at different times) and a stop rule that fires in

@@ -124,12 +124,14 @@ def test_evaluation_count_is_exact(w1_data):
     assert len(counts) == 6 * int(sol.stats["num_steps"]) + 1
 
 
+@pytest.mark.mistyped
 @pytest.mark.parametrize("method", [dfx.Kvaerno5(), gf.Rodas5P(), dfx.Euler()])
 def test_refuses_what_is_not_an_explicit_runge_kutta_method(method):
     with pytest.raises(TypeError, match="explicit Runge–Kutta"):
         gf.Unrolled(method)
 
 
+@pytest.mark.slow  # test_same_steps_and_answers_as_diffrax is fast
 def test_steps_the_exact_relu_flow_between_kinks():
     # `gradient_flow(..., solver=TwoPhase())` on a ReLU net runs `piecewise_flow` with
     # the explicit solver, here `Unrolled(Tsit5())`: the same steps as Diffrax's Tsit5,

@@ -127,6 +127,7 @@ def _vector_problem(k=K):
     return (net,) + _data(k=k)
 
 
+@pytest.mark.mistyped
 @pytest.mark.parametrize(
     "y_shape, match",
     [
@@ -151,6 +152,7 @@ def test_vector_targets_for_a_scalar_net():
         gf.gradient_flow(net, x, y, t1=1.0)
 
 
+@pytest.mark.mistyped
 def test_other_structure_errors(getkey):
     net, x, y = _vector_problem()
     with pytest.raises(ValueError, match=r"`weights` must have shape \(n,\) = \(6,\)"):

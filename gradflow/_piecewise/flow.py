@@ -52,7 +52,7 @@ from .sliding import PiecewiseField, State
 def piecewise_flow(
     net: TwoLayerNet,
     x: Float[ArrayLike, "n d"],
-    y: Float[ArrayLike, " n"],
+    y: Float[ArrayLike, " n *k"],
     *,
     t1: float | Float[ArrayLike, ""],
     ts: Float[ArrayLike, " T"] | None = None,

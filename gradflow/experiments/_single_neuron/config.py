@@ -179,7 +179,7 @@ class SingleNeuronConfig(eqx.Module):
         """Coordinates of $x$ as the network sees it: `dim` plus the bias coordinate."""
         return self.dim + self.bias
 
-    def target(self, x: Float[Array, "n d"]) -> Float[Array, " n"]:
+    def target(self, x: Float[Array, "*batch n d"]) -> Float[Array, "*batch n"]:
         """$f^*(x) = a^*\\sigma^*(w^* \\cdot x)$ at network inputs `x` (bias included)."""
         sigma = gf.get_activation(self.target_activation or self.activation)
         x = jnp.asarray(x)
