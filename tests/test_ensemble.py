@@ -130,7 +130,9 @@ def test_nan_seed_fails_fast_under_vmap(getkey, w1_data):
     assert int(sol.num_steps[1]) < 50
 
 
-@pytest.mark.parametrize("schedule", ["refill", pytest.param("lockstep", marks=pytest.mark.slow)])
+# Slow: tests/test_sweep.py::test_sweep_compiles_once_and_matches_direct_runs is fast.
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["refill", "lockstep"])
 def test_repeated_calls_compile_once(getkey, w1_data, schedule):
     # The chunk function is a module, not a closure over the data: a second ensemble
     # of the same structure (other nets, other data values) must not be traced again.

@@ -99,10 +99,9 @@ def test_imbalance_is_conserved(activation, seed, scale, t1):
     "activation, seed, scale, t1",
     [("relu", *run) for run in _KINKED_RUNS]
     + [pytest.param("leaky_relu", *_KINKED_RUNS[0], marks=_SLOW)]
-    + [("tanh", *run) for run in _SMOOTH_RUNS]
     + [
         pytest.param(name, *run, marks=_SLOW)
-        for name in ("identity", "gelu", "sinc")
+        for name in ("identity", "tanh", "gelu", "sinc")
         for run in _SMOOTH_RUNS
     ],
 )
@@ -350,6 +349,8 @@ def _assert_nan_after_stop(sol):
     assert np.all(np.isfinite(flatten(sol.nets)[~after]))
 
 
+# Slow: tests/test_results.py::test_end_state_after_a_stop_rule is fast.
+@pytest.mark.slow
 @pytest.mark.parametrize("eps", [1e-2, 1e-20])
 def test_loss_tol(w1_data, eps):
     x, y = w1_data
@@ -432,6 +433,9 @@ def test_stationarity_tol_at_convergence_of_a_linear_network(eps):
 # --------------------------------------------------------------------------------------
 
 
+# Slow: tests/test_ensemble.py::test_failed_seed_does_not_stop_the_others checks a
+# failure status fast.
+@pytest.mark.slow
 def test_max_steps_reached(w1_data):
     x, y = w1_data
     sol = _w1_flow(_w1_net(0, 1e-8), x, y, max_steps=10)

@@ -45,6 +45,8 @@ def _tanh_problem(w1_data):
     return gf.random_net(jax.random.key(3), width=2, dim=2, scale=0.3, activation="tanh"), x, y
 
 
+# Slow: test_weight_decay_limit_of_a_scalar_linear_network checks against a closed form fast.
+@pytest.mark.slow
 def test_penalised_tanh_flow_matches_solve_ivp(w1_data):
     # An independent reference: SciPy's DOP853 on the penalised loss written out here
     # (jax.grad of it), rtol 1e-12 and atol far below the parameters' scale.
@@ -68,6 +70,8 @@ def test_penalised_tanh_flow_matches_solve_ivp(w1_data):
     assert error < 1e-8, error
 
 
+# Slow: test_weight_decay_limit_of_a_scalar_linear_network is fast.
+@pytest.mark.slow
 def test_penalty_weight_is_traced_and_zero_weight_is_the_plain_flow(w1_data):
     net, x, y = _tanh_problem(w1_data)
     traces = []

@@ -82,6 +82,9 @@ def _assert_same(refill, reference):
             np.testing.assert_array_equal(a, b)
 
 
+# Slow: tests/test_ensemble.py::test_ensemble_matches_single_runs runs the refilling
+# schedule (the default) fast.
+@pytest.mark.slow
 def test_mixed_scales_stop_rules_and_saves_match_gradient_flow(getkey, w1_data):
     # Scales 1e-2 … 1e-20 (different escape times and step counts), 3 slots for 7 seeds
     # (every slot is refilled at least once), save times and an observable, and both

@@ -66,6 +66,8 @@ def test_summary_flags_runs_that_did_not_converge(w1_data):
     assert len(ds.attrs["data_sha256"]) == 16
 
 
+# Slow: tests/test_kinks.py::test_default_for_kinks_is_the_exact_flow is fast.
+@pytest.mark.slow
 def test_exact_relu_event_log_in_the_dataset():
     s = jnp.linspace(-1.0, 1.0, 8)
     x, y = jnp.stack([s, jnp.ones_like(s)], 1), jnp.abs(s)

@@ -17,6 +17,9 @@ def _relative(u, v):
     return np.linalg.norm(u - v, axis=-1) / np.linalg.norm(v, axis=-1)
 
 
+# Slow: tests/test_flow_reference.py::test_w1_matches_solve_ivp runs the default TwoPhase
+# solver against DOP853 fast.
+@pytest.mark.slow
 def test_agrees_with_tight_rodas_through_the_switch(w1_data):
     # W1 from 1e-8 to t = 1e6 with 30 log-spaced saves: the escape and the fit by Tsit5,
     # the stiff late phase by Rodas5P. Every save, on both sides of the switch, within

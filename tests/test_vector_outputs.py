@@ -213,6 +213,8 @@ def _numpy_gradient(theta, x, y, m, k):
     return np.concatenate([grad_a.ravel(), grad_W.ravel()])
 
 
+# Slow: test_staircase_matches_closed_form checks a vector-output flow against a closed form fast.
+@pytest.mark.slow
 def test_tanh_flow_matches_dop853():
     """Against SciPy's DOP853 on a hand-written gradient, from init scale 1e-3 through the
     escape (which the solver integrates: there is no closed-form jump for vector outputs)
