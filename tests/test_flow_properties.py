@@ -263,8 +263,8 @@ def counted_gradient(monkeypatch):
 @pytest.mark.parametrize(
     "solver, rtol, t1",
     [
-        (dfx.Tsit5(), 1e-6, 20.0),
-        (dfx.Tsit5(), 1e-10, 20.0),
+        pytest.param(dfx.Tsit5(), 1e-6, 20.0, marks=pytest.mark.slow),
+        pytest.param(dfx.Tsit5(), 1e-10, 20.0, marks=pytest.mark.slow),
         pytest.param(dfx.Heun(), 1e-6, 20.0, marks=pytest.mark.slow),
         pytest.param(dfx.Dopri8(), 1e-10, 20.0, marks=pytest.mark.slow),
         pytest.param(gf.Rodas5P(), 1e-10, 20.0, marks=pytest.mark.slow),
@@ -398,6 +398,8 @@ def test_stationarity_tol_ignores_the_plateau_of_a_tiny_init(w1_data):
     _assert_nan_after_stop(sol)
 
 
+# Slow: tests/test_results.py::test_end_state_after_a_stop_rule is fast.
+@pytest.mark.slow
 @pytest.mark.parametrize("eps", [1e-2, 1e-8, 1e-20])
 def test_stationarity_tol_at_convergence_of_a_linear_network(eps):
     # f = a·w·x on x = 1, target c, balanced start a = w = ε: with u = aw = a², ‖∇L‖ =

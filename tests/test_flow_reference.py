@@ -64,6 +64,9 @@ def _escape_time(u0):
     return np.log(_C_TARGET / u0) / (2 * _C_TARGET)
 
 
+# Slow: test_linear_network_escape_matches_expm checks a linear network against a closed form
+# fast.
+@pytest.mark.slow
 @pytest.mark.parametrize("eps", SCALES)
 @pytest.mark.parametrize(
     "factors", [(1.0, 1.0), (1.0, 0.5), (0.3, 1.0)], ids=["balanced", "C>0", "C<0"]
@@ -200,6 +203,8 @@ def test_sinc_gradient_at_tiny_scale(w1_data, eps):
     assert relative_error(flatten(sol.nets), reference).max() <= FLOW_TOLERANCE
 
 
+# Slow: test_w1_matches_solve_ivp is its fast sibling.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "activation, eps",
     [

@@ -61,7 +61,9 @@ def test_sliding_velocity_one_point_1d(activation):
     np.testing.assert_allclose(alpha[0, 0], (1 - a * w - below) / (above - below), rtol=1e-13)
 
 
-@pytest.mark.parametrize("negative_slope", [0.0, 0.2])
+@pytest.mark.parametrize(
+    "negative_slope", [pytest.param(0.0, marks=pytest.mark.slow), 0.2]  # one program each
+)
 def test_one_neuron_pinned_at_one_point_1d(negative_slope):
     u0 = 0.09
     activation = "relu" if negative_slope == 0 else gf.LeakyReLU(negative_slope)
