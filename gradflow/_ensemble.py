@@ -9,7 +9,7 @@ from ._misc import check_finite
 from ._network import TwoLayerNet
 from ._options import check_flow_kwargs, describe, flow_options
 from ._schedule import check_schedule, default_chunk_size, FlowChunk, schedule_for, ScheduleName
-from ._solution import Solution
+from ._solution import Solution, warn_if_log_full
 from ._validate import check_init_scale
 
 
@@ -104,4 +104,4 @@ def flow_ensemble(
         description="seeds/chunk",
         devices=devices,
     )
-    return solution.with_info(describe(options, data))
+    return warn_if_log_full(solution.with_info(describe(options, data)))

@@ -14,7 +14,7 @@ from ._options import describe, flow_options, FlowOptions, Kinks, Observables, S
 from ._piecewise import solve_piecewise
 from ._problem import escape_of, FlowProblem, next_phase_first_step, start, stop_rules
 from ._result import finish, per_save, STEP_COUNTS
-from ._solution import Solution
+from ._solution import Solution, warn_if_log_full
 from ._solver import Phase, phases_of
 
 
@@ -104,8 +104,11 @@ def gradient_flow(
       if the field were smooth, which chatters and stalls once a breakplane pins a
       data point. Ignored for smooth activations. The exact integrator has no stop
       rules and no `coordinates` yet.
-    - `max_events`: for the exact flow with kinks, the length of its event log (see
-      `piecewise_flow`).
+    - `max_events`: for the exact flow with kinks, the length of its event log. The flow
+      is not limited by it: events past it are counted but not logged, and the call
+      warns with the `max_events` that would keep them all (a fixed length, as the log
+      lives in the compiled loop; a run that fills it is rerun by the user, not behind
+      their back).
     - `penalty`, `penalty_weight`: an explicit regulariser $\\lambda R(\\theta)$ added
       to the loss, `penalty(net)` a differentiable scalar (e.g. one of
       `gradflow.radon`'s penalties; close over data it needs), $\\lambda$ =
@@ -162,7 +165,7 @@ def gradient_flow(
         trainable=trainable,
     )
     solve = solve_piecewise if options.piecewise else _gradient_flow
-    return solve(net, data, options).with_info(describe(options, data))
+    return warn_if_log_full(solve(net, data, options).with_info(describe(options, data)))
 
 
 class _Segment(eqx.Module):

@@ -1,4 +1,5 @@
 import dataclasses
+import warnings
 
 import equinox as eqx
 import jax
@@ -108,17 +109,38 @@ class Solution(eqx.Module):
                 "late phase of a flow is slow), or pass a large `t1` with "
                 f"`stationarity_tol={converged_tol:g}` so each run stops once it converges."
             )
-        events = self.observables.get("events") if isinstance(self.observables, dict) else None
-        if events is not None:
-            logged = np.asarray(events.neuron).shape[-1]
-            total = np.atleast_1d(np.asarray(events.num_events))
-            if np.any(total > logged):
-                lines.append(
-                    f"  event log full: {int(np.sum(total > logged))} run(s) had more than "
-                    f"`max_events` = {logged} events (up to {int(total.max())}); the totals "
-                    "are exact, the records past the log's end were dropped. Raise `max_events`."
-                )
+        full = event_log_full(self)
+        if full:
+            lines.append(f"  event log full: {full}")
         return "\n".join(lines)
+
+
+def event_log_full(solution: Solution) -> str:
+    """What an exact kinked flow's event log dropped, or "" if it held every event (or
+    the solution has no log, or is being traced)."""
+    events = solution.observables.get("events") if isinstance(solution.observables, dict) else None
+    if events is None or isinstance(events.num_events, jax.core.Tracer):
+        return ""
+    logged = np.asarray(events.neuron).shape[-1]
+    total = np.atleast_1d(np.asarray(events.num_events))
+    if not np.any(total > logged):
+        return ""
+    # A power of two, so that a rerun with it hits the compilation cache of the next one.
+    needed = 1 << int(total.max() - 1).bit_length()
+    return (
+        f"{int(np.sum(total > logged))} run(s) had more than `max_events` = {logged} events "
+        f"(up to {int(total.max())}); the totals are exact, the records past the log's end "
+        f"were dropped. Pass `max_events={needed}` to keep them all."
+    )
+
+
+def warn_if_log_full(solution: Solution) -> Solution:
+    """Warn when the event log of an exact kinked flow dropped records: the flow itself
+    is exact, but a user reading the log would otherwise miss the end of the run."""
+    full = event_log_full(solution)
+    if full:
+        warnings.warn(f"Event log full: {full}", stacklevel=3)
+    return solution
 
 
 def observe(theta, unravel, loss_of, observables) -> dict:

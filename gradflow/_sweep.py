@@ -10,6 +10,7 @@ from ._grid import Grid, pad_samples
 from ._network import TwoLayerNet
 from ._options import check_flow_kwargs, describe, flow_options
 from ._schedule import check_schedule, default_chunk_size, FlowChunk, schedule_for, ScheduleName
+from ._solution import warn_if_log_full
 
 
 Init = Callable[[PRNGKeyArray, Float[Array, ""]], TwoLayerNet]
@@ -102,4 +103,4 @@ def sweep(
         description="sweep chunks",
         devices=devices,
     )
-    return grid.label(solution.with_info(describe(options, (xs, ys, ws))))
+    return warn_if_log_full(grid.label(solution.with_info(describe(options, (xs, ys, ws)))))

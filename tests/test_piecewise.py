@@ -141,6 +141,19 @@ def test_breakplane_pinned_by_two_points_2d():
     assert sorted(np.asarray(events.point[:2]).tolist()) == [0, 1]
 
 
+def test_full_event_log_warns_and_keeps_the_totals():
+    # The two pins of the test above, with room in the log for one: the flow is the same,
+    # the totals count both, and the user is told which `max_events` keeps every record.
+    x = jnp.array([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    y = jnp.array([-1.0, -1.0, 1.0, 0.0])
+    net = gf.TwoLayerNet(jnp.array([0.2]), jnp.array([[0.0, 0.2]]), jnp.array([0.0]), "relu")
+    with pytest.warns(UserWarning, match=r"more than `max_events` = 1 .*`max_events=2`"):
+        sol = gf.gradient_flow(net, x, y, t1=2.0, max_events=1)
+    events = sol.observables["events"]
+    assert int(events.num_pins) == 2 and events.neuron.shape == (1,)
+    assert "event log full: 1 run(s)" in sol.summary()
+
+
 # --------------------------------------------------------------------------------------
 # Random small problems against gradient descent, all seeds in one vmapped call.
 # --------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def piecewise_flow(
     - `max_steps`: solver step budget (accepted plus rejected; locating an event costs no
       steps); a run that exhausts it ends with status `MAX_STEPS_REACHED` and its last state.
     - `max_events`: length of the event log. The flow itself is not limited: events past it
-      are counted but not logged.
+      are counted but not logged (`gradient_flow` warns when that happens).
     - `dtmin`: the smallest step in units of the initial time scale; a run whose steps shrink
       below it ends with status `SOLVER_FAILURE` (`NONFINITE` if the state turned NaN).
 
