@@ -54,6 +54,7 @@ from ._solution import Solution as Solution  # noqa: E402
 from ._solver import (  # noqa: E402
     AbstractRosenbrock as AbstractRosenbrock,
     default_solver as default_solver,
+    Krylov as Krylov,
     Rodas4 as Rodas4,
     Rodas5P as Rodas5P,
     TwoPhase as TwoPhase,

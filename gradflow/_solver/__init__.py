@@ -7,6 +7,7 @@ from .default import (
     default_solver as default_solver,
     ROSENBROCK_MAX_PARAMS as ROSENBROCK_MAX_PARAMS,
 )
+from .krylov import Krylov as Krylov
 from .phased import (
     AbstractPhasedSolver as AbstractPhasedSolver,
     Phase as Phase,

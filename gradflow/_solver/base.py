@@ -132,71 +132,96 @@ class AbstractRosenbrock(dfx.AbstractAdaptiveSolver):
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
-        tab = self.tableau
-        s = tab.num_stages
-        y0_flat, unravel = ravel_pytree(y0)
-        dtype = y0_flat.dtype
-        control = terms.contr(t0, t1)
-        h = t1 - t0
-        nodes = (0.0,) + tuple(float(ci) for ci in tab.c)
 
-        # Work with F(t, y) = h·f(t, y) (Diffrax's `vf_prod`), which also carries the
-        # direction of integration. Multiplying the stage equation by h gives
-        #   (I/γ − ∂_y F) k_i = F(U_i) + Σ_j C_ij k_j + d_i·h·∂_t F.
-        def increment(t, y_flat):
-            out = terms.vf_prod(t, unravel(y_flat), args, control)
-            return ravel_pytree(out)[0].astype(dtype)
+        def dense_solver(jvp, y0_flat):
+            identity = jnp.eye(y0_flat.size, dtype=y0_flat.dtype)
+            jacobian = jax.vmap(jvp, out_axes=1)(identity)
+            # One inverse per step, so that each of the s stages costs a matrix-vector
+            # product. Batched under `vmap` on CPU, s separate triangular solves cost
+            # about as much as everything else in the step together; the inverse is as
+            # accurate here (the forward error of both is bounded by cond(W)·ε·‖x‖) and
+            # twice as fast.
+            inverse = inverse_matrix(identity / self.tableau.gamma - jacobian)
+            return lambda state, rhs: (inverse @ rhs, state), None
 
-        F0, jvp = jax.linearize(lambda z: increment(t0, z), y0_flat)
-        identity = jnp.eye(y0_flat.size, dtype=dtype)
-        jacobian = jax.vmap(jvp, out_axes=1)(identity)
-        # One inverse per step, so that each of the s stages costs a matrix-vector
-        # product. Batched under `vmap` on CPU, s separate triangular solves cost about as
-        # much as everything else in the step together; the inverse is as accurate here
-        # (the forward error of both is bounded by cond(W)·ε·‖x‖) and twice as fast.
-        inverse = inverse_matrix(identity / tab.gamma - jacobian)
-        if np.any(tab.d != 0):
-            # Symbolically zero for an autonomous field: then XLA computes nothing here.
-            _, time_derivative = jax.jvp(lambda t: increment(t, y0_flat), (t0,), (h,))
+        y1, error, dense_info, _ = rosenbrock_step(
+            self.tableau, terms, t0, t1, y0, args, dense_solver
+        )
+        return y1, error, dense_info, None, dfx.RESULTS.successful
+
+
+def rosenbrock_step(tab: RosenbrockTableau, terms, t0, t1, y0, args, linear_solver):
+    """One step of the Rosenbrock method `tab` (see `RosenbrockTableau`), whatever solves
+    its linear systems: shared by the dense `AbstractRosenbrock` and the matrix-free
+    `Krylov`.
+
+    `linear_solver(jvp, y0_flat)` receives the Jacobian–vector product
+    $v \\mapsto \\partial_y F\\, v$ of $F = h f$ at the start of the step (from one
+    `jax.linearize`) and returns `(solve, state)`, with `solve(state, rhs) -> (k, state)`
+    solving $(I/\\gamma - \\partial_y F)\\, k = $ `rhs`; `state` is threaded through the
+    stages in order (a Krylov basis that grows, say) and returned last.
+
+    **Returns:** `(y1, error, dense_info, state)`.
+    """
+    s = tab.num_stages
+    y0_flat, unravel = ravel_pytree(y0)
+    dtype = y0_flat.dtype
+    control = terms.contr(t0, t1)
+    h = t1 - t0
+    nodes = (0.0,) + tuple(float(ci) for ci in tab.c)
+
+    # Work with F(t, y) = h·f(t, y) (Diffrax's `vf_prod`), which also carries the
+    # direction of integration. Multiplying the stage equation by h gives
+    #   (I/γ − ∂_y F) k_i = F(U_i) + Σ_j C_ij k_j + d_i·h·∂_t F.
+    def increment(t, y_flat):
+        out = terms.vf_prod(t, unravel(y_flat), args, control)
+        return ravel_pytree(out)[0].astype(dtype)
+
+    F0, jvp = jax.linearize(lambda z: increment(t0, z), y0_flat)
+    solve, state = linear_solver(jvp, y0_flat)
+    if np.any(tab.d != 0):
+        # Symbolically zero for an autonomous field: then XLA computes nothing here.
+        _, time_derivative = jax.jvp(lambda t: increment(t, y0_flat), (t0,), (h,))
+    else:
+        time_derivative = None
+
+    ks = []
+    for i in range(s):
+        if i == 0:
+            rhs = F0
         else:
-            time_derivative = None
-
-        ks = []
-        for i in range(s):
-            if i == 0:
-                rhs = F0
-            else:
-                stage = y0_flat
-                for j in range(i):
-                    if tab.a[i, j] != 0:
-                        stage = stage + float(tab.a[i, j]) * ks[j]
-                rhs = increment(t0 + nodes[i] * h, stage)
+            stage = y0_flat
             for j in range(i):
-                if tab.C[i, j] != 0:
-                    rhs = rhs + float(tab.C[i, j]) * ks[j]
-            if time_derivative is not None and tab.d[i] != 0:
-                rhs = rhs + float(tab.d[i]) * time_derivative
-            ks.append(inverse @ rhs)
+                if tab.a[i, j] != 0:
+                    stage = stage + float(tab.a[i, j]) * ks[j]
+            rhs = increment(t0 + nodes[i] * h, stage)
+        for j in range(i):
+            if tab.C[i, j] != 0:
+                rhs = rhs + float(tab.C[i, j]) * ks[j]
+        if time_derivative is not None and tab.d[i] != 0:
+            rhs = rhs + float(tab.d[i]) * time_derivative
+        k, state = solve(state, rhs)
+        ks.append(k)
 
-        def combine(weights):
-            total = jnp.zeros_like(y0_flat)
-            for w, k in zip(weights, ks):
-                if w != 0:
-                    total = total + float(w) * k
-            return total
+    def combine(weights):
+        total = jnp.zeros_like(y0_flat)
+        for w, k in zip(weights, ks):
+            if w != 0:
+                total = total + float(w) * k
+        return total
 
-        y1_flat = y0_flat + combine(tab.b)
-        error_flat = combine(tab.b - tab.b_embedded)
-        # A step that produced inf/NaN (the field overflowed, or W was singular because
-        # 1/(hγ) hit an eigenvalue of J) reports an infinite error: the controller then
-        # rejects it and shrinks the step, as for a failed implicit solve in Diffrax. A
-        # NaN error would instead turn the next step size into NaN.
-        finite = jnp.all(jnp.isfinite(y1_flat)) & jnp.all(jnp.isfinite(error_flat))
-        error_flat = jnp.where(finite, error_flat, jnp.inf)
-        q_flat = jnp.stack([combine(row) for row in tab.dense])
-        y1 = unravel(y1_flat)
-        dense_info = dict(y0=y0, y1=y1, q=jax.vmap(unravel)(q_flat))
-        return y1, unravel(error_flat), dense_info, None, dfx.RESULTS.successful
+    y1_flat = y0_flat + combine(tab.b)
+    error_flat = combine(tab.b - tab.b_embedded)
+    # A step that produced inf/NaN (the field overflowed, or W was singular because
+    # 1/(hγ) hit an eigenvalue of J) reports an infinite error: the controller then
+    # rejects it and shrinks the step, as for a failed implicit solve in Diffrax. A
+    # NaN error would instead turn the next step size into NaN.
+    finite = jnp.all(jnp.isfinite(y1_flat)) & jnp.all(jnp.isfinite(error_flat))
+    error_flat = jnp.where(finite, error_flat, jnp.inf)
+    q_flat = jnp.stack([combine(row) for row in tab.dense])
+    y1 = unravel(y1_flat)
+    dense_info = dict(y0=y0, y1=y1, q=jax.vmap(unravel)(q_flat))
+    return y1, unravel(error_flat), dense_info, state
 
 
 # Up to this size the unrolled Gauss–Jordan elimination of `inverse_matrix` is faster

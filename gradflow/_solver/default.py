@@ -2,6 +2,7 @@ import diffrax as dfx
 
 from .._misc import layer_sizes
 from .._network import TwoLayerNet
+from .krylov import Krylov
 from .phased import AbstractPhasedSolver
 from .two_phase import TwoPhase
 
@@ -20,5 +21,8 @@ def default_solver(net: TwoLayerNet) -> dfx.AbstractAdaptiveSolver | AbstractPha
     """The solver of `solver=None` for a smooth activation: `TwoPhase()` (Tsit5 through
     the escape and the fit, then the L-stable Rodas5P, which crosses the stiff late
     phase in a few hundred steps however long the horizon) for nets with at most
-    `ROSENBROCK_MAX_PARAMS` parameters; `Tsit5` for larger ones."""
-    return TwoPhase() if sum(layer_sizes(net)) <= ROSENBROCK_MAX_PARAMS else dfx.Tsit5()
+    `ROSENBROCK_MAX_PARAMS` parameters; for larger ones the same with Rodas5P's linear
+    systems solved matrix-free, `TwoPhase(implicit=Krylov())`."""
+    if sum(layer_sizes(net)) <= ROSENBROCK_MAX_PARAMS:
+        return TwoPhase()
+    return TwoPhase(implicit=Krylov())
