@@ -14,8 +14,10 @@ from ..._misc import check_positive_int
 
 
 Design = Literal["interval", "gaussian"]
-Init = Literal["gaussian", "near_target"]
-SolverName = Literal["rodas5p", "tsit5"]
+Init = Literal["gaussian", "near_target", "zero_output", "small_hidden", "balanced", "growing_mode"]
+INITS = ("gaussian", "near_target", "zero_output", "small_hidden", "balanced", "growing_mode")
+ImbalanceBy = Literal["exact", "rescale"]
+SolverName = Literal["two_phase", "rodas5p", "tsit5"]
 
 
 def _positive(name: str, value) -> None:
@@ -49,18 +51,39 @@ class SingleNeuronConfig(eqx.Module):
       `max(sizes)`, so the sizes of one seed are nested; see `raw_inputs`).
     - `sizes`, `scales`, `num_seeds`, `seed`: the grid of $n$, of $\\varepsilon$, and the
       seeds.
-    - `init`: `"gaussian"` ($\\bar\\theta_0$ i.i.d. $N(0, 1)$), or `"near_target"`: a point
-      of the target set $Q^1$ (neuron 1 equal to the target, the others zero) plus
-      $\\varepsilon$ times i.i.d. $N(0, 1)$ noise; used to find the optimistic sample size.
-    - `imbalance`: if set, the initial imbalance is prescribed,
-      $C_k(\\theta_0) = a_k^2 - \\|w_k\\|^2 = \\varepsilon^2\\,$`imbalance[k]` (directions
-      and signs as drawn, see `gradflow.net_with_imbalance`).
+    - `init`: the distribution of $\\bar\\theta_0$:
+        - `"gaussian"`: i.i.d. $N(0, 1)$ (the paper's);
+        - `"near_target"`: a point of the target set $Q^1$ (neuron 1 equal to the
+          target, the others zero) plus $\\varepsilon$ times i.i.d. $N(0, 1)$ noise;
+        - `"zero_output"`: $a_k = 0$, $w_k$ i.i.d. $N(0, 1)$, so $C_k = -\\|w_k\\|^2$;
+        - `"small_hidden"`: $a_k \\sim N(0, 1)$, $w_k$ i.i.d. $N(0, 10^{-6})$, so
+          $C_k = a_k^2$ up to $10^{-6}$ and $|C_1/C_2| = |\\alpha_1/\\alpha_2|^2$ up to
+          $10^{-3}$ (a hidden layer exactly at 0 has no log-radius);
+        - `"balanced"`: $w_k$ uniform on the unit sphere, $a_k = \\pm 1$, so $C_k = 0$
+          (`gradflow.random_net(distribution="sphere")`);
+        - `"growing_mode"` (width 2): the pure unstable mode of the flow linearised at 0,
+          neuron 1 $= r_s(1, \\hat g)/\\sqrt2$, neuron 2 $= (1, \\hat g)/\\sqrt2$ with
+          $\\hat g \\propto \\sum_i y_i x_i$ of the run's data and $r_s$ = `mode_ratios[s]`
+          for seed $s$: the $\\varepsilon \\to 0$ limit of any init with
+          $\\alpha_1/\\alpha_2 = r_s$ (see `measures.growing_mode`).
+    - `mode_ratios`: $\\alpha_1/\\alpha_2$ of each seed for `init="growing_mode"`
+      (`num_seeds` entries).
+    - `imbalance`: if set, the initial imbalance is prescribed. With
+      `imbalance_by="exact"`, $C_k(\\theta_0) = a_k^2 - \\|w_k\\|^2 =
+      \\varepsilon^2\\,$`imbalance[k]` (directions and signs as drawn, one factor per
+      neuron rescaled, see `gradflow.net_with_imbalance`). With `"rescale"` (the
+      paper's Fig. 2) only the ratios are prescribed: $\\bar\\theta_0$ is drawn, and
+      neurons $k \\ge 2$ are scaled as a whole, $(a_k, w_k) \\to r_k(a_k, w_k)$, so
+      that $C_k/C_1$ = `imbalance[k] / imbalance[0]`; draws where the signs of the
+      $C_k$ cannot give that ratio are replaced by the next draw of the seed's key.
     - `t1`, `num_times`, `t_min`: final time; `num_times` log-spaced save times from
       `t_min` (plus $t = 0$).
     - `loss_tol`: stop once the loss is below it (`None`: run to `t1`).
-    - `rtol`, `solver` (`"rodas5p"`: the L-stable Rosenbrock method, needed to reach
-      the converged end points of the stiff late phase; `"tsit5"`: explicit, cheaper per
-      step, for wide students and short runs), `max_steps`.
+    - `rtol`, `solver` (`"two_phase"`: gradflow's default `TwoPhase()`, Tsit5 through
+      the escape and the fit, then the L-stable Rosenbrock method Rodas5P, needed to
+      reach the converged end points of the stiff late phase; `"rodas5p"`: Rodas5P
+      throughout; `"tsit5"`: explicit, cheaper per step, for wide students and short
+      runs), `max_steps`.
     - `recovery_threshold`: a run *recovers* the target if its generalisation error is
       below this (the paper: $10^{-8}$).
     - `escape_fraction`: the escape time is the first time the loss falls below this
@@ -86,13 +109,15 @@ class SingleNeuronConfig(eqx.Module):
     num_seeds: int = 50
     seed: int = 0
     init: Init = "gaussian"
+    mode_ratios: tuple[float, ...] | None = None
     imbalance: tuple[float, ...] | None = None
+    imbalance_by: ImbalanceBy = "exact"
     t1: float = 1e10
     num_times: int = 200
     t_min: float = 1e-3
     loss_tol: float | None = 1e-20
     rtol: float = 1e-10
-    solver: SolverName = "rodas5p"
+    solver: SolverName = "two_phase"
     max_steps: int = 100_000
     recovery_threshold: float = 1e-8
     escape_fraction: float = 0.5
@@ -151,8 +176,24 @@ class SingleNeuronConfig(eqx.Module):
         for eps in self.scales:
             if not (isinstance(eps, int | float | np.floating) and math.isfinite(eps) and eps > 0):
                 raise ValueError(f"`scales` must hold init scales ε > 0, got {list(self.scales)}.")
-        if self.init not in ("gaussian", "near_target"):
-            raise ValueError(f"`init` must be 'gaussian' or 'near_target', got {self.init!r}.")
+        if self.init not in INITS:
+            raise ValueError(f"`init` must be one of {INITS}, got {self.init!r}.")
+        if self.init == "growing_mode":
+            if self.width != 2:
+                raise ValueError(f"`init='growing_mode'` needs `width=2`, got {self.width}.")
+            if self.mode_ratios is None or len(self.mode_ratios) != self.num_seeds:
+                raise ValueError(
+                    "`mode_ratios` must give α1/α2 for each of the `num_seeds` = "
+                    f"{self.num_seeds} seeds of `init='growing_mode'`."
+                )
+            if not all(math.isfinite(r) and r > 0 for r in self.mode_ratios):
+                raise ValueError(f"`mode_ratios` must be positive, got {self.mode_ratios}.")
+        elif self.mode_ratios is not None:
+            raise ValueError("`mode_ratios` is only used with `init='growing_mode'`.")
+        if self.imbalance_by not in ("exact", "rescale"):
+            raise ValueError(
+                f"`imbalance_by` must be 'exact' or 'rescale', got {self.imbalance_by!r}."
+            )
         if self.imbalance is not None:
             if len(self.imbalance) != self.width:
                 raise ValueError(
@@ -171,8 +212,10 @@ class SingleNeuronConfig(eqx.Module):
             raise ValueError(f"`num_times` must be an integer ≥ 2, got {self.num_times!r}.")
         if not 0 < self.escape_fraction < 1:
             raise ValueError(f"`escape_fraction` must lie in (0, 1), got {self.escape_fraction}.")
-        if self.solver not in ("rodas5p", "tsit5"):
-            raise ValueError(f"`solver` must be 'rodas5p' or 'tsit5', got {self.solver!r}.")
+        if self.solver not in ("two_phase", "rodas5p", "tsit5"):
+            raise ValueError(
+                f"`solver` must be 'two_phase', 'rodas5p' or 'tsit5', got {self.solver!r}."
+            )
 
     @property
     def input_dim(self) -> int:

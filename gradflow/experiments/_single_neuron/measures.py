@@ -314,3 +314,73 @@ def time_shift_fit(log_inverse_scale, times, groups=None) -> dict:
         intercepts=intercepts,
         residual_rms=float(np.sqrt(np.mean(residual**2))),
     )
+
+
+def misplaced_runs(ratio, classes, upper_class: int = 1, lower_class: int = 2) -> dict:
+    """How well a ratio separates the end points by the rule of the paper's Fig. 3:
+    `upper_class` above a boundary $u$, `lower_class` below a boundary $l \\le u$, the
+    target shared ($-1$) between. The boundaries are chosen to misplace the fewest runs
+    (a run that did not recover is misplaced wherever it lies).
+
+    **Returns:** `{"misplaced", "total", "lower", "upper"}`, the boundaries as
+    geometric means of neighbouring ratios (the extreme ratio where a stretch is
+    empty). `misplaced = 0` means the ratio separates the classes exactly.
+    """
+    ratio = np.asarray(ratio, float)
+    classes = np.asarray(classes)
+    keep = np.isfinite(ratio) & (ratio > 0)
+    order = np.argsort(ratio[keep])
+    r, c = ratio[keep][order], classes[keep][order]
+    n = len(r)
+    if n == 0:
+        return dict(misplaced=0, total=0, lower=float("nan"), upper=float("nan"))
+    zero = np.zeros(1, int)
+    low = np.concatenate([zero, np.cumsum(c == lower_class)])  # among the first i runs
+    shared = np.concatenate([zero, np.cumsum(c == SHARED)])
+    high = np.concatenate([zero, np.cumsum(c == upper_class)])
+    # Runs [0, i) below l, [i, j) between, [j, n) above u: correct
+    # low[i] + shared[j] − shared[i] + high[n] − high[j]; best i ≤ j by a running max.
+    lead = low - shared
+    running, arg = -np.inf, 0
+    best_i = np.zeros(n + 1, int)
+    for j in range(n + 1):
+        if lead[j] > running:
+            running, arg = lead[j], j
+        best_i[j] = arg
+    correct = lead[best_i] + shared + high[n] - high
+    j = int(np.argmax(correct))
+    i = int(best_i[j])
+
+    def cut(k):
+        if k == 0:
+            return float(r[0])
+        if k == n:
+            return float(r[-1])
+        return float(np.sqrt(r[k - 1] * r[k]))
+
+    return dict(misplaced=int(n - correct[j]), total=int(n), lower=cut(i), upper=cut(j))
+
+
+def onset_of_class(ratio, classes, top_class: int = 1) -> dict:
+    """Where a scan of increasing ratios enters the basin of `top_class` for good: the
+    boundary between the last ratio of another class and the first of the stretch of
+    `top_class` that runs to the end of the scan (geometric mean), with the scan's
+    resolution there (half the log step, as a factor) and the classes met below.
+    NaN if the largest ratio is not of `top_class`."""
+    ratio = np.asarray(ratio, float)
+    classes = np.asarray(classes)
+    order = np.argsort(ratio)
+    r, c = ratio[order], classes[order]
+    below = {int(v): int(k) for v, k in zip(*np.unique(c, return_counts=True))}
+    if c[-1] != top_class:
+        return dict(boundary=float("nan"), resolution=float("nan"), classes=below)
+    other = np.nonzero(c != top_class)[0]
+    if not len(other):
+        return dict(boundary=float(r[0]), resolution=float("nan"), classes=below)
+    k = int(other[-1])
+    below = {int(v): int(m) for v, m in zip(*np.unique(c[: k + 1], return_counts=True))}
+    return dict(
+        boundary=float(np.sqrt(r[k] * r[k + 1])),
+        resolution=float(np.sqrt(r[k + 1] / r[k])),
+        classes=below,
+    )

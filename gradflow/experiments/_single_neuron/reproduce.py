@@ -19,7 +19,9 @@ from .measures import (
     basin_boundaries,
     growth_rate,
     held_out_set,
+    misplaced_runs,
     neuron_outputs,
+    onset_of_class,
     optimistic_sample_size,
     threshold_size,
     time_shift_fit,
@@ -35,21 +37,71 @@ class Reproduction(eqx.Module):
 
     - `errors`: generalisation error vs $n$ per $\\varepsilon$, one configuration per
       data design (Fig. 1). The Gaussian one includes `tiny_scale` for Fig. 4.
-    - `time_shift`: $n = 6$, $C_1/C_2$ prescribed, several $\\varepsilon$ and seeds (Fig. 2).
+    - `time_shift`: $n = 6$, $C_1/C_2 = 0.5$ prescribed the paper's way (neuron 2
+      rescaled), several $\\varepsilon$ and seeds (Fig. 2).
     - `basin`: $n = 6$, $\\varepsilon = 10^{-8}$, many seeds (Fig. 3).
-    - `near_target`: inits near $Q^1$ over $n$ (the empirical optimistic sample size).
+    - `init_families`: the basin experiment from other init distributions (`a = 0`,
+      hidden layer ~0, balanced): does $|C_1/C_2|$ separate the basins for any of them?
+    - `boundary`: scans of $\\alpha_1/\\alpha_2$ from the pure growing mode
+      (`init="growing_mode"`), one per condition (n, ε, target, data, activation): where
+      the $Q^1$ basin begins, and whether it moves.
+    - `near_target`: inits near $Q^1$ over $n$ at two distances δ (the `scales`).
     - `wide`: width-1000 rational student, one configuration per (seed, scale) (Fig. 5).
-    - `positive_fraction`: the recovery probability that counts as a positive-measure
-      set of inits (for the separation sample size).
+    - `positive_fraction`: the one rule for every sample size reported: a run recovers
+      when its generalisation error is below the configuration's
+      `recovery_threshold` ($10^{-8}$); an init family recovers *from* $n$ when at
+      least this fraction of its runs recover at $n$ and at every larger $n$ of the grid.
     """
 
     errors: tuple[SingleNeuronConfig, ...]
     tiny_scale: float
     time_shift: SingleNeuronConfig
     basin: SingleNeuronConfig
+    init_families: tuple[SingleNeuronConfig, ...]
+    boundary: tuple[tuple[str, SingleNeuronConfig], ...]
     near_target: SingleNeuronConfig
     wide: tuple[SingleNeuronConfig, ...]
     positive_fraction: float = 0.05
+
+
+def mode_ratio_grid(num: int, top: float = 4.0) -> tuple[float, ...]:
+    """`num` log-spaced ratios $\\alpha_1/\\alpha_2$ from 1 to `top`. Swapping the two
+    neurons of a pure growing-mode init is an exact symmetry of the flow, so the scan
+    of $r \\ge 1$ gives the boundary below 1 as its reciprocal."""
+    return tuple(float(r) for r in np.geomspace(1.0, top, num))
+
+
+def boundary_conditions(base: SingleNeuronConfig, quick: bool = False):
+    """`(label, configuration)` of each scan of $\\alpha_1/\\alpha_2$: the reference
+    (Example 1, $n = 6$, ε = 1e-8) and one change at a time."""
+    ratios = mode_ratio_grid(8 if quick else 64)
+    ref = dataclasses.replace(
+        base,
+        init="growing_mode",
+        mode_ratios=ratios,
+        num_seeds=len(ratios),
+        sizes=(6,),
+        scales=(1e-8,),
+    )
+    changes = {"reference (n=6, ε=1e-8, tanh(s+1), interval)": {}}
+    if not quick:
+        changes.update(
+            {
+                "n=4": dict(sizes=(4,)),
+                "n=5": dict(sizes=(5,)),
+                "n=8": dict(sizes=(8,)),
+                "ε=1e-3": dict(scales=(1e-3,)),
+                "ε=1e-14": dict(scales=(1e-14,)),
+                "target tanh(s)": dict(target_w=(1.0, 0.0)),
+                "target tanh(2s+1)": dict(target_w=(2.0, 1.0)),
+                "target 2·tanh(s+1)": dict(target_a=2.0),
+                "target 0.5·tanh(s+1)": dict(target_a=0.5),
+                "interval [-3, 3]": dict(interval=(-3.0, 3.0)),
+                "Gaussian inputs (one draw)": dict(design="gaussian"),
+                "σ = erf, target erf(s+1)": dict(activation="erf"),
+            }
+        )
+    return tuple((label, dataclasses.replace(ref, **change)) for label, change in changes.items())
 
 
 def reproduction(quick: bool = False) -> Reproduction:
@@ -61,7 +113,9 @@ def reproduction(quick: bool = False) -> Reproduction:
     # output the other neuron's tangent space cannot absorb on the data, and on Gaussian
     # inputs that is tiny. Measured (n = 6 and 8, Gaussian, ε = 1e-8, 50 seeds each):
     # recovered 44 % / 74 % at t1 = 1e6 but 98 % / 100 % at t1 = 1e10, the Rosenbrock
-    # solver's steps growing only from 905 to 1639 per run on average.
+    # solver's steps growing only from 905 to 1639 per run on average. `TwoPhase` (the
+    # engine's default) takes the escape and the fit explicitly: on 256 basin seeds it
+    # ran in 3.1 s against Rodas5P's 6.5 s (compiled), the same class for every seed.
     base = SingleNeuronConfig(num_times=400, t1=1e10, loss_tol=1e-20)
     sizes = (2, 3, 6) if quick else (1, 2, 3, 4, 5, 6, 7, 8)
     seeds = 3 if quick else 50
@@ -81,18 +135,23 @@ def reproduction(quick: bool = False) -> Reproduction:
         base,
         sizes=(6,),
         scales=(1e-6, 1e-10) if quick else (1e-6, 1e-8, 1e-10, 1e-12, 1e-14),
-        num_seeds=2 if quick else 5,
+        num_seeds=2 if quick else 8,
         imbalance=(0.5, 1.0),
+        imbalance_by="rescale",
         seed=1,
     )
     basin = dataclasses.replace(
         base, sizes=(6,), scales=(1e-8,), num_seeds=12 if quick else 400, seed=2
     )
+    init_families = tuple(
+        dataclasses.replace(basin, init=init, seed=4 + i, num_seeds=6 if quick else 400)
+        for i, init in enumerate(("zero_output", "small_hidden", "balanced"))
+    )
     near_target = dataclasses.replace(
         base,
         init="near_target",
         sizes=sizes,
-        scales=(1e-3,),
+        scales=(1e-1, 1e-3),
         num_seeds=2 if quick else 20,
         seed=3,
     )
@@ -120,6 +179,8 @@ def reproduction(quick: bool = False) -> Reproduction:
         tiny_scale=tiny,
         time_shift=time_shift,
         basin=basin,
+        init_families=init_families,
+        boundary=boundary_conditions(base, quick),
         near_target=near_target,
         wide=wide,
     )
@@ -145,10 +206,19 @@ def error_table(ds):
     )
 
 
-def time_shift_summary(ds, config: SingleNeuronConfig) -> dict:
-    """Fit of escape time = b_seed + s·log(1/ε) against the linearised growth rate λ."""
+def time_shift_summary(ds, config: SingleNeuronConfig, window=(-2.0, 30.0)) -> dict:
+    """Fit of escape time = b_seed + s·log(1/ε) against the linearised growth rate λ, and
+    how far the loss curves of one seed (over ε) and of different seeds (at one ε) stay
+    apart after the shift $t \\to t - s\\log(1/\\varepsilon)$.
+
+    The curve spreads are the largest gap in $\\log_{10}$ loss over shifted times in
+    `window` (loss above $10^{-18}$, where every curve is defined): `within_seed` the
+    largest over seeds of the gap between a seed's ε; `between_seeds` the smallest over
+    ε of the gap between seeds. Per seed: $\\alpha_1/\\alpha_2$ and the classes reached.
+    """
     (n,) = config.sizes
-    escape = ds["escape_time"].sel(n=n).transpose("seed", "scale").values
+    one = ds.sel(n=n)
+    escape = one["escape_time"].transpose("seed", "scale").values
     log_inv = np.log(1 / ds.scale.values)
     fit = time_shift_fit(
         np.broadcast_to(log_inv, escape.shape),
@@ -157,7 +227,23 @@ def time_shift_summary(ds, config: SingleNeuronConfig) -> dict:
     )
     x, y = config.training_data(n)
     rate = growth_rate(config, x, y)
-    ratio = ds["initial_imbalance"].sel(neuron=0) / ds["initial_imbalance"].sel(neuron=1)
+    c = one["initial_imbalance"].transpose("seed", "scale", "neuron").values
+    alpha = one["growing_mode"].transpose("seed", "scale", "neuron").values
+    ratio = c[..., 0] / c[..., 1]
+    mode_ratio = alpha[..., 0] / alpha[..., 1]
+    loss = one["loss"].transpose("seed", "scale", "time").values
+    tau = np.linspace(*window, 321)
+    curves = np.full(loss.shape[:2] + tau.shape, np.nan)
+    for i in range(loss.shape[0]):
+        for j in range(loss.shape[1]):
+            shifted = ds.time.values - fit["slope"] * log_inv[j]
+            ok = np.isfinite(loss[i, j]) & (loss[i, j] > 1e-18)
+            curves[i, j] = np.interp(tau, shifted[ok], np.log10(loss[i, j, ok]), np.nan, np.nan)
+    defined = np.all(np.isfinite(curves), axis=(0, 1))
+    gap = lambda v, axis: np.max(np.ptp(v[..., defined], axis=axis), axis=-1)  # noqa: E731
+    within = gap(curves, 1)  # per seed
+    between = gap(curves, 0)  # per ε
+    classes = one["target_set"].transpose("seed", "scale").values
     return dict(
         slope=fit["slope"],
         measured_rate=1 / fit["slope"],
@@ -168,9 +254,48 @@ def time_shift_summary(ds, config: SingleNeuronConfig) -> dict:
         intercept_spread=float(np.ptp(fit["intercepts"])),
         log_inverse_scale=log_inv.tolist(),
         escape_times=escape.tolist(),
-        imbalance_ratio=float(np.median(ratio.values)),
-        imbalance_ratio_max_deviation=float(np.max(np.abs(ratio.values - np.median(ratio)))),
+        imbalance_ratio=float(np.median(ratio)),
+        imbalance_ratio_max_deviation=float(np.max(np.abs(ratio - np.median(ratio)))),
+        mode_ratio_per_seed=mode_ratio[:, 0].tolist(),
+        mode_ratio_max_deviation_over_scales=float(np.max(np.ptp(mode_ratio, axis=1))),
+        classes_per_seed=[sorted({int(v) for v in row}) for row in classes],
+        window=list(window),
+        window_compared=[float(tau[defined].min()), float(tau[defined].max())]
+        if defined.any()
+        else None,
+        log10_loss_gap_within_seed=within.tolist(),
+        log10_loss_gap_between_seeds=between.tolist(),
+        max_gap_within_seed=float(np.max(within)),
+        min_gap_between_seeds=float(np.min(between)),
+        shifted_log10_loss=curves,
+        shifted_time=tau,
     )
+
+
+def time_shift_table(ds, summary: dict):
+    """Per (seed, ε): the prescribed ratio, α₁/α₂, escape time, class, error."""
+    import pandas as pd
+
+    one = ds.isel(n=0)
+    rows = []
+    for i, seed in enumerate(ds.seed.values):
+        for j, scale in enumerate(ds.scale.values):
+            run = one.sel(seed=seed, scale=scale)
+            c, a = run["initial_imbalance"].values, run["growing_mode"].values
+            rows.append(
+                dict(
+                    seed=int(seed),
+                    scale=float(scale),
+                    C1_over_C2=c[0] / c[1],
+                    alpha1_over_alpha2=a[0] / a[1],
+                    escape_time=float(run["escape_time"]),
+                    shifted_escape_time=float(run["escape_time"])
+                    - summary["slope"] * np.log(1 / scale),
+                    target_set=int(run["target_set"]),
+                    generalisation_error=float(run["generalisation_error"]),
+                )
+            )
+    return pd.DataFrame(rows)
 
 
 def basin_table(ds):
@@ -188,6 +313,8 @@ def basin_table(ds):
             "alpha1": alpha[:, 0],
             "alpha2": alpha[:, 1],
             "growing_mode_ratio": np.abs(alpha[:, 0] / alpha[:, 1]),
+            "norm_sq": np.sum(one["a0"].values ** 2, axis=-1)
+            + np.sum(one["W0"].values ** 2, axis=(-2, -1)),
             "target_set": one["target_set"].values,
             "generalisation_error": one["generalisation_error"].values,
             "status": one["status"].values,
@@ -196,12 +323,15 @@ def basin_table(ds):
 
 
 def basin_summary(table) -> dict:
-    """Boundaries along both ratios, and how the paper's rule (|C₁/C₂| > 1.35 → one set,
-    < 0.74 → the other) fares on these runs."""
+    """Where the classes separate along each ratio: the pure stretches at both ends
+    (`basin_boundaries`) and the fewest runs any two boundaries misplace
+    (`misplaced_runs`); and which classes the paper's bands along |C₁/C₂| hold here."""
     out = {
         column: basin_boundaries(table[column], table["target_set"])
         for column in ("imbalance_ratio", "growing_mode_ratio")
     }
+    for column in ("imbalance_ratio", "growing_mode_ratio"):
+        out[column]["best_rule"] = misplaced_runs(table[column], table["target_set"])
     upper, lower = PAPER_BOUNDARIES
     r = table["imbalance_ratio"]
     bands = {
@@ -217,6 +347,118 @@ def basin_summary(table) -> dict:
     values, number = np.unique(table["target_set"], return_counts=True)
     out["class_counts"] = {int(v): int(k) for v, k in zip(values, number)}
     out["paper"] = dict(upper=upper, lower=lower)
+    # Balanced inits have C = 0 up to rounding (relative to ‖θ‖²): no ratio to speak of.
+    c = np.abs(table[["C1", "C2"]].values)
+    out["max_abs_imbalance"] = float(np.max(c))
+    out["imbalance_defined"] = bool(np.min(np.max(c, axis=1) / table["norm_sq"]) > 1e-12)
+    if not out["imbalance_defined"]:
+        out["imbalance_ratio"]["best_rule"]["misplaced"] = None
+    return out
+
+
+def boundary_summary(datasets: dict) -> dict:
+    """Per scan of $\\alpha_1/\\alpha_2$ (pure growing-mode inits): where the $Q^1$
+    basin begins (`onset_of_class`), against $\\sqrt2$."""
+    out = {}
+    for label, ds in datasets.items():
+        one = ds.isel(n=0, scale=0)
+        alpha = one["growing_mode"].values
+        ratio = np.abs(alpha[:, 0] / alpha[:, 1])
+        onset = onset_of_class(ratio, one["target_set"].values)
+        onset["relative_to_sqrt2"] = onset["boundary"] / np.sqrt(2) - 1
+        onset["n"] = int(ds.n.values[0])
+        onset["scale"] = float(ds.scale.values[0])
+        onset["failed_runs"] = int((one["status"] != 0).sum())
+        out[label] = onset
+    return out
+
+
+def boundary_table(summary: dict):
+    import pandas as pd
+
+    rows = []
+    for label, b in summary.items():
+        rows.append(
+            dict(
+                condition=label,
+                n=b["n"],
+                scale=b["scale"],
+                boundary=b["boundary"],
+                resolution_factor=b["resolution"],
+                relative_to_sqrt2=b["relative_to_sqrt2"],
+                classes_below=" ".join(f"{k}:{v}" for k, v in b["classes"].items()),
+                failed_runs=b["failed_runs"],
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def run_table(name: str, ds):
+    """One row per run of an experiment: its grid point, the initial ratios (width 2),
+    and what it reached: the compact table behind every number of `summary.txt`."""
+    import pandas as pd
+
+    flat = ds.stack(run=("n", "scale", "seed"))
+    frame = dict(
+        experiment=name,
+        n=flat.n.values,
+        scale=flat.scale.values,
+        seed=flat.seed.values,
+    )
+    if ds.sizes["neuron"] == 2:
+        c = flat["initial_imbalance"].transpose("run", "neuron").values
+        a = flat["growing_mode"].transpose("run", "neuron").values
+        frame.update(C1=c[:, 0], C2=c[:, 1], alpha1=a[:, 0], alpha2=a[:, 1])
+    else:
+        frame.update(C1=np.nan, C2=np.nan, alpha1=np.nan, alpha2=np.nan)
+    for column in (
+        "generalisation_error",
+        "recovered",
+        "target_set",
+        "num_active",
+        "status",
+        "stop_reason",
+        "t_stop",
+        "final_loss",
+        "escape_time",
+    ):
+        frame[column] = flat[column].values
+    frame["recovered"] = frame["recovered"].astype(int)
+    return pd.DataFrame(frame)
+
+
+def recovery_rule(ds, level: float) -> dict:
+    """The one rule of `Reproduction.positive_fraction`, per ε: the fraction recovered
+    at each $n$ and the smallest $n$ from which it stays at least `level`."""
+    out = {}
+    for scale in ds.scale.values:
+        p = ds["recovered"].sel(scale=scale).mean("seed")
+        out[f"{scale:g}"] = dict(
+            probability=dict(zip(ds.n.values.tolist(), p.values.tolist())),
+            recovers_from=threshold_size(ds.n.values, p.values, level),
+        )
+    return out
+
+
+def early_recoveries(ds, design: str, separation: float) -> list:
+    """Runs that recovered at a size below `separation` (at any ε): the outliers the
+    separation sample size leaves out, with their data."""
+    out = []
+    hits = ds["recovered"].where(ds.n < separation, False)
+    for n, scale, seed in zip(*np.nonzero(hits.transpose("n", "scale", "seed").values)):
+        run = ds.isel(n=n, scale=scale, seed=seed)
+        out.append(
+            dict(
+                design=design,
+                n=int(run.n),
+                scale=float(run.scale),
+                seed=int(run.seed),
+                generalisation_error=float(run["generalisation_error"]),
+                target_set=int(run["target_set"]),
+                a=run["a"].values.tolist(),
+                W=run["W"].values.tolist(),
+            )
+        )
     return out
 
 
@@ -285,9 +527,12 @@ def reproduce(
 
     **Returns:** the summary (thresholds, basin boundaries, slope, wall time, ...).
     """
+    import pandas as pd
+
     from .figures import (
         _pyplot,
         basin_figure,
+        boundary_figure,
         gaussian_tiny_init_figure,
         generalisation_error_figure,
         thresholds_figure,
@@ -300,13 +545,27 @@ def reproduce(
     out.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
     start = time.perf_counter()
-    configs = [*e.errors, e.time_shift, e.basin, e.near_target, *e.wide]
+    boundary_labels = [label for label, _ in e.boundary]
+    configs = [
+        *e.errors,
+        e.time_shift,
+        e.basin,
+        e.near_target,
+        *e.init_families,
+        *(config for _, config in e.boundary),
+        *e.wide,
+    ]
     datasets = run_many(configs, progress=progress, checkpoint_dir=checkpoint_dir)
     run_seconds = time.perf_counter() - start
-    errors = dict(zip((c.design for c in e.errors), datasets[: len(e.errors)]))
-    ds_shift, ds_basin, ds_near = datasets[len(e.errors) : len(e.errors) + 3]
-    ds_wide = datasets[len(e.errors) + 3 :]
+    parts = iter(datasets)
+    errors = {c.design: next(parts) for c in e.errors}
+    ds_shift, ds_basin, ds_near = next(parts), next(parts), next(parts)
+    ds_families = {c.init: next(parts) for c in e.init_families}
+    ds_boundary = {label: next(parts) for label in boundary_labels}
+    ds_wide = list(parts)
     names = ["errors_" + c.design for c in e.errors] + ["time_shift", "basin", "near_target"]
+    names += [f"basin_{c.init}" for c in e.init_families]
+    names += [f"boundary_{i}" for i in range(len(e.boundary))]
     names += [f"wide_{i}" for i in range(len(e.wide))]
     saved_datasets = False
     if save_datasets:
@@ -335,29 +594,75 @@ def reproduce(
     tables = {design: error_table(ds) for design, ds in errors.items()}
     for design, table in tables.items():
         table.insert(0, "design", design)
-    import pandas as pd
-
     pd.concat(tables.values()).to_csv(
         out / "generalisation_error.csv", index=False, float_format="%.8g"
     )
     save(generalisation_error_figure(tables), "generalisation_error")
 
-    # Fig. 2: time-shift collapse.
+    # Fig. 2: the time shift, C₁/C₂ = 0.5 prescribed the paper's way.
     shift = time_shift_summary(ds_shift, e.time_shift)
+    curves = (shift.pop("shifted_time"), shift.pop("shifted_log10_loss"))
     dump(shift, "time_shift")
-    save(time_shift_figure(_curves([ds_shift]), shift), "time_shift")
+    time_shift_table(ds_shift, shift).to_csv(
+        out / "time_shift.csv", index=False, float_format="%.8g"
+    )
+    save(time_shift_figure(_curves([ds_shift]), shift, curves), "time_shift")
     summary["time_shift"] = {
         k: shift[k]
-        for k in ("slope", "measured_rate", "growth_rate", "relative_difference", "residual_rms")
+        for k in (
+            "slope",
+            "measured_rate",
+            "growth_rate",
+            "relative_difference",
+            "residual_rms",
+            "imbalance_ratio",
+            "intercept_spread",
+            "mode_ratio_per_seed",
+            "classes_per_seed",
+            "max_gap_within_seed",
+            "min_gap_between_seeds",
+        )
     }
+    summary["time_shift"]["num_seeds"] = int(ds_shift.sizes["seed"])
+    summary["time_shift"]["scales"] = ds_shift.scale.values.tolist()
 
-    # Fig. 3: basins at n = 6, ε = 1e-8.
+    # Fig. 3: basins at n = 6, ε = 1e-8, from the paper's init and three others.
     table = basin_table(ds_basin)
     table.to_csv(out / "basin.csv", index=False, float_format="%.8g")
     basin = basin_summary(table)
     dump(basin, "basin")
-    save(basin_figure(table, basin), "basin")
     summary["basin"] = basin
+    families = {"gaussian": (table, basin)}
+    for init, ds in ds_families.items():
+        t = basin_table(ds)
+        t.insert(0, "init", init)
+        families[init] = (t, basin_summary(t))
+    pd.concat([t for t, _ in list(families.values())[1:]]).to_csv(
+        out / "init_families.csv", index=False, float_format="%.8g"
+    )
+    summary["init_families"] = {
+        init: dict(
+            class_counts=b["class_counts"],
+            max_abs_imbalance=b["max_abs_imbalance"],
+            **{
+                f"{column}_best_rule": b[column]["best_rule"]
+                for column in ("imbalance_ratio", "growing_mode_ratio")
+            },
+        )
+        for init, (_, b) in families.items()
+    }
+    dump(summary["init_families"], "init_families")
+    save(basin_figure(families), "basin")
+
+    # The boundary along α₁/α₂ in the ε → 0 limit: scans from the pure growing mode.
+    boundary = boundary_summary(ds_boundary)
+    dump(boundary, "boundary")
+    boundary_table(boundary).to_csv(out / "boundary.csv", index=False, float_format="%.6g")
+    save(boundary_figure(ds_boundary, boundary), "boundary")
+    summary["boundary"] = {
+        label: dict(boundary=b["boundary"], resolution=b["resolution"], classes=b["classes"])
+        for label, b in boundary.items()
+    }
 
     # Fig. 4: Gaussian inputs at the tiny init scale.
     gauss = errors["gaussian"].sel(scale=e.tiny_scale)
@@ -379,34 +684,56 @@ def reproduce(
     dump(dict(growth_rate=wide_rate, runs=active), "wide_rational")
     save(wide_rational_figure(_curves(ds_wide, True), neurons, 1 / wide_rate), "wide_rational")
     summary["wide_rational"] = {run: v["neurons"] for run, v in active.items()}
+    summary["wide_rational_t1"] = wide_config.t1
 
-    # Thresholds: recovery probability vs n.
-    rows = []
+    # Sample sizes, all by one rule (`Reproduction.positive_fraction`).
+    level = e.positive_fraction
+    rows, rules = [], {}
     for design, ds in errors.items():
-        for scale in ds.scale.values:
-            p = ds["recovered"].sel(scale=scale).mean("seed")
-            for n, value in zip(ds.n.values, p.values):
-                rows.append((f"{design}, ε={scale:g}", int(n), float(value)))
-    p_near = ds_near["recovered"].isel(scale=0).mean("seed")
-    for n, value in zip(ds_near.n.values, p_near.values):
-        rows.append((f"near Q¹ (δ={float(ds_near.scale[0]):g})", int(n), float(value)))
-    p_table = pd.DataFrame(rows, columns=["experiment", "n", "probability"])
+        rules[design] = recovery_rule(ds, level)
+        for scale, rule in rules[design].items():
+            for n, value in rule["probability"].items():
+                rows.append((design, "random", float(scale), int(n), value))
+    rules["near_target"] = recovery_rule(ds_near, level)
+    for scale, rule in rules["near_target"].items():
+        for n, value in rule["probability"].items():
+            rows.append(("interval", "near Q¹", float(scale), int(n), value))
+    p_table = pd.DataFrame(rows, columns=["design", "init", "scale", "n", "probability"])
     p_table.to_csv(out / "thresholds.csv", index=False, float_format="%.8g")
-    separation = {}
-    for design, ds in errors.items():
-        smallest = ds.scale.values.min()
-        p = ds["recovered"].sel(scale=smallest).mean("seed")
-        separation[design] = threshold_size(ds.n.values, p.values, e.positive_fraction)
+    separation = {
+        design: rules[design][f"{ds.scale.values.min():g}"]["recovers_from"]
+        for design, ds in errors.items()
+    }
+    outliers = [
+        run
+        for design, ds in errors.items()
+        for run in early_recoveries(ds, design, separation[design])
+    ]
     thresholds = dict(
+        rule=f"a run recovers when its generalisation error is below "
+        f"{e.errors[0].recovery_threshold:g}; an init family recovers from n when at least "
+        f"{level:g} of its runs recover at n and at every larger n of the grid",
         optimistic_sample_size_tangent_rank=optimistic_sample_size(e.errors[0]),
-        optimistic_sample_size_near_target=threshold_size(ds_near.n.values, p_near.values, 0.5),
+        near_target_recovers_from={k: v["recovers_from"] for k, v in rules["near_target"].items()},
         separation_sample_size=separation,
-        positive_fraction=e.positive_fraction,
+        recovers_from={
+            design: {k: v["recovers_from"] for k, v in r.items()} for design, r in rules.items()
+        },
+        positive_fraction=level,
         smallest_scale={d: float(ds.scale.values.min()) for d, ds in errors.items()},
+        recovered_below_separation=outliers,
     )
     dump(thresholds, "thresholds")
     save(thresholds_figure(p_table, thresholds), "thresholds")
-    summary.update(thresholds)
+    summary.update({k: v for k, v in thresholds.items() if k != "recovered_below_separation"})
+    summary["recovered_below_separation"] = [
+        {k: v for k, v in run.items() if k not in ("a", "W")} for run in outliers
+    ]
+
+    # Every run, one row each: the table behind every number above.
+    pd.concat([run_table(name, ds) for name, ds in zip(names, datasets)]).to_csv(
+        out / "runs.csv", index=False, float_format="%.6g"
+    )
 
     summary["datasets"] = str(out / "datasets") if saved_datasets else None
     summary["runs"] = int(sum(ds["status"].size for ds in datasets))
@@ -429,38 +756,86 @@ def reproduce(
 
 
 def summary_text(summary: dict) -> str:
-    """The headline numbers in a few lines."""
+    """The headline numbers in a few lines; each is in `summary.json` and comes from a
+    table written beside it (named in brackets)."""
     shift, basin = summary["time_shift"], summary["basin"]
     c, a = basin["imbalance_ratio"], basin["growing_mode_ratio"]
-    bands = "; ".join(
-        f"{band.replace('_', ' ')}: {counts}"
-        for band, counts in basin["paper_bands_class_counts"].items()
+
+    def rule(b):
+        r = b["best_rule"]
+        return (
+            f"{r['misplaced']} of {r['total']} misplaced "
+            f"(best boundaries {r['lower']:.3g} / {r['upper']:.3g})"
+        )
+
+    def fmt(v):
+        return "none" if not np.isfinite(v) else f"{v:g}"
+
+    near = ", ".join(
+        f"δ={k}: n = {fmt(v)}" for k, v in summary["near_target_recovers_from"].items()
     )
+    outliers = "; ".join(
+        f"{r['design']} ε={r['scale']:g} n={r['n']} seed {r['seed']} "
+        f"(error {r['generalisation_error']:.1e})"
+        for r in summary["recovered_below_separation"]
+    )
+
+    def misplaced(f, column):
+        value = f[f"{column}_best_rule"]["misplaced"]
+        return "undefined (C = 0)" if value is None else value
+
+    families = "; ".join(
+        f"{init}: |C1/C2| {misplaced(f, 'imbalance_ratio')}, "
+        f"|α1/α2| {misplaced(f, 'growing_mode_ratio')}"
+        for init, f in summary["init_families"].items()
+    )
+    scans = summary["boundary"]
+    ref_label = next(iter(scans))
+    ref = scans[ref_label]
+    values = np.array([b["boundary"] for b in scans.values()], float)
+    finite = values[np.isfinite(values)]
+    mode = np.asarray(shift["mode_ratio_per_seed"])
     lines = [
         f"single-neuron recovery ({summary['paper']}){' [quick]' if summary['quick'] else ''}",
         f"runs: {summary['runs']} ({summary['failed_runs']} failed); wall time "
         f"{summary['wall_seconds']:.0f} s (flows {summary['run_seconds']:.0f} s"
         + (
-            f"; chunks checkpointed in {summary['checkpoint_dir']})"
+            f"; configurations checkpointed in {summary['checkpoint_dir']})"
             if summary.get("checkpoint_dir")
             else ")"
+        )
+        + "; every run is a row of runs.csv",
+        f"rule for every sample size below: {summary['rule']} [thresholds.csv]",
+        "optimistic sample size: tangent rank at Q^1 "
+        f"{summary['optimistic_sample_size_tangent_rank']}; "
+        f"students started near Q^1 recover from {near}",
+        "separation sample size (random inits at the smallest ε): "
+        + ", ".join(f"{d}: {fmt(v)}" for d, v in summary["separation_sample_size"].items())
+        + f"; recovered below it: {outliers or 'none'}",
+        f"time shift (C1/C2 = {shift['imbalance_ratio']:g} by rescaling neuron 2, "
+        f"{shift['num_seeds']} seeds × {len(shift['scales'])} ε) [time_shift.csv]: slope "
+        f"{shift['slope']:.4f} per log(1/ε), rate {shift['measured_rate']:.4f} vs linearised "
+        f"growth rate {shift['growth_rate']:.4f} ({shift['relative_difference']:.1e} relative); "
+        f"after the shift one seed's curves differ by ≤ {shift['max_gap_within_seed']:.2g} "
+        f"decades of loss, different seeds by ≥ {shift['min_gap_between_seeds']:.2g}; "
+        f"escape intercepts spread {shift['intercept_spread']:.3g}; |α1/α2| per seed "
+        f"{np.min(np.abs(mode)):.3g}–{np.max(np.abs(mode)):.3g}",
+        f"basin, Gaussian inits, n=6, ε=1e-8 [basin.csv]: classes {basin['class_counts']} "
+        "(k = Q^k, -1 shared, 0 none); along |α1/α2| "
+        f"{rule(a)}, Q{a['upper_class']} alone above {a['upper']:.3g}, Q{a['lower_class']} alone "
+        f"below {a['lower']:.3g}; along |C1/C2| {rule(c)}, a single class only above "
+        f"{c['upper']:.3g} and below {c['lower']:.3g}",
+        "misplaced runs by init family (best two boundaries) [basin.csv, init_families.csv]: "
+        + families,
+        f"Q^1 basin onset along α1/α2 from the pure growing mode [boundary.csv]: {ref_label}: "
+        f"{ref['boundary']:.4g} (scan step ×{ref['resolution']:.3g}; √2 = 1.4142); over "
+        f"{len(scans)} conditions {finite.min():.4g}–{finite.max():.4g}"
+        + (
+            f", {len(values) - len(finite)} without a Q^1 onset"
+            if len(finite) < len(values)
+            else ""
         ),
-        f"optimistic sample size: tangent rank {summary['optimistic_sample_size_tangent_rank']},"
-        f" near-target recovery from n = {summary['optimistic_sample_size_near_target']:g}",
-        "separation sample size (recovery probability ≥ "
-        f"{summary['positive_fraction']:g} at the smallest ε): "
-        + ", ".join(f"{d}: {v:g}" for d, v in summary["separation_sample_size"].items()),
-        f"time shift: slope {shift['slope']:.4f} per log(1/ε), i.e. rate "
-        f"{shift['measured_rate']:.4f} vs linearised growth rate {shift['growth_rate']:.4f} "
-        f"({shift['relative_difference']:.1e} relative)",
-        f"basin along |C1/C2|: a single class only above {c['upper']:.3g} ({c['upper_count']} "
-        f"runs, class {c['upper_class']}) and below {c['lower']:.3g} ({c['lower_count']} runs, "
-        f"class {c['lower_class']}), {c['between']} runs between; the paper's bands (boundaries "
-        f"1.35 / 0.74) hold classes {bands}",
-        f"basin boundaries along |α1/α2|: {a['upper']:.3g} (class {a['upper_class']} above, "
-        f"{a['upper_count']} runs) / {a['lower']:.3g} (class {a['lower_class']} below, "
-        f"{a['lower_count']} runs), {a['between']} between",
-        f"classes at n=6, ε=1e-8: {basin['class_counts']} (k = Q^k, -1 shared, 0 none)",
-        f"wide rational student, active neurons: {summary['wide_rational']}",
+        f"wide rational student (t1 = {summary['wide_rational_t1']:g}, not converged), neurons "
+        f"above 1 % of the target's RMS at t1: {summary['wide_rational']}",
     ]
     return "\n".join(lines)
