@@ -24,8 +24,9 @@ def main(argv=None) -> int:
     )
     reproduce.add_argument(
         "experiment",
-        choices=["single-neuron"],
-        help="single-neuron: Zhao, Bai & Zhang, arXiv:2405.13787",
+        choices=["single-neuron", "spectral-bias"],
+        help="single-neuron: Zhao, Bai & Zhang, arXiv:2405.13787; spectral-bias: Sahs, "
+        "Pyle, Anselmi & Patel, arXiv:2503.10587",
     )
     reproduce.add_argument(
         "--quick", action="store_true", help="CI size: a few seeds per point (about a minute)"
@@ -50,11 +51,26 @@ def main(argv=None) -> int:
         # Imported here: the experiments pull in xarray and pandas, which `demo` does not need.
         import matplotlib
 
+        matplotlib.use("Agg")  # files only, no windows
+        out = args.out or args.experiment
+        if args.experiment == "spectral-bias":
+            from .experiments._spectral_bias.reproduce import (
+                reproduce as spectral_bias,
+                summary_text as spectral_text,
+            )
+
+            if args.checkpoint_dir is not None:
+                parser.error("--checkpoint-dir applies to single-neuron only")
+            command = "gradflow " + " ".join(sys.argv[1:] if argv is None else argv)
+            summary = spectral_bias(
+                out, quick=args.quick, progress=not args.no_progress, command=command
+            )
+            print(spectral_text(summary))
+            print(f"figures and numbers: {out}/")
+            return 0
+
         from .experiments._single_neuron.reproduce import reproduce as single_neuron, summary_text
 
-        matplotlib.use("Agg")  # files only, no windows
-
-        out = args.out or args.experiment
         summary = single_neuron(
             out,
             quick=args.quick,

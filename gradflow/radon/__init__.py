@@ -13,6 +13,11 @@ from ._density import (
     RadonDensity as RadonDensity,
     UniformOffsets as UniformOffsets,
 )
+from ._design import (
+    design_activation as design_activation,
+    design_on_grid as design_on_grid,
+    DesignedActivation as DesignedActivation,
+)
 from ._interpolant import (
     minimum_norm_interpolant as minimum_norm_interpolant,
     MinimumNormInterpolant as MinimumNormInterpolant,
