@@ -17,7 +17,7 @@ Design = Literal["interval", "gaussian"]
 Init = Literal["gaussian", "near_target", "zero_output", "small_hidden", "balanced", "growing_mode"]
 INITS = ("gaussian", "near_target", "zero_output", "small_hidden", "balanced", "growing_mode")
 ImbalanceBy = Literal["exact", "rescale"]
-SolverName = Literal["two_phase", "rodas5p", "tsit5"]
+SolverName = Literal["default", "two_phase", "rodas5p", "tsit5"]
 
 
 def _positive(name: str, value) -> None:
@@ -79,7 +79,11 @@ class SingleNeuronConfig(eqx.Module):
     - `t1`, `num_times`, `t_min`: final time; `num_times` log-spaced save times from
       `t_min` (plus $t = 0$).
     - `loss_tol`: stop once the loss is below it (`None`: run to `t1`).
-    - `rtol`, `solver` (`"two_phase"`: gradflow's default `TwoPhase()`, Tsit5 through
+    - `stationarity_tol`: stop once $\\|\\nabla\\ell\\| \\le$ `stationarity_tol`
+      $\\cdot\\|\\theta\\|$ (`None`: no such stop).
+    - `rtol`, `solver` (`"default"`: whatever `gradflow.default_solver` picks for the
+      student, e.g. a matrix-free implicit late phase for wide ones; `"two_phase"`:
+      `TwoPhase()`, Tsit5 through
       the escape and the fit, then the L-stable Rosenbrock method Rodas5P, needed to
       reach the converged end points of the stiff late phase; `"rodas5p"`: Rodas5P
       throughout; `"tsit5"`: explicit, cheaper per step, for wide students and short
@@ -116,6 +120,7 @@ class SingleNeuronConfig(eqx.Module):
     num_times: int = 200
     t_min: float = 1e-3
     loss_tol: float | None = 1e-20
+    stationarity_tol: float | None = None
     rtol: float = 1e-10
     solver: SolverName = "two_phase"
     max_steps: int = 100_000
@@ -204,17 +209,19 @@ class SingleNeuronConfig(eqx.Module):
                 raise ValueError("`imbalance` can only be prescribed with `init='gaussian'`.")
         for name in ("t1", "t_min", "rtol", "recovery_threshold", "carry_tolerance"):
             _positive(name, getattr(self, name))
-        if self.loss_tol is not None:
-            _positive("loss_tol", self.loss_tol)
+        for name in ("loss_tol", "stationarity_tol"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
         if not self.t_min < self.t1:
             raise ValueError(f"`t_min` must be below `t1`, got {self.t_min} ≥ {self.t1}.")
         if not isinstance(self.num_times, int) or self.num_times < 2:
             raise ValueError(f"`num_times` must be an integer ≥ 2, got {self.num_times!r}.")
         if not 0 < self.escape_fraction < 1:
             raise ValueError(f"`escape_fraction` must lie in (0, 1), got {self.escape_fraction}.")
-        if self.solver not in ("two_phase", "rodas5p", "tsit5"):
+        if self.solver not in ("default", "two_phase", "rodas5p", "tsit5"):
             raise ValueError(
-                f"`solver` must be 'two_phase', 'rodas5p' or 'tsit5', got {self.solver!r}."
+                "`solver` must be 'default', 'two_phase', 'rodas5p' or 'tsit5', got "
+                f"{self.solver!r}."
             )
 
     @property

@@ -280,7 +280,7 @@ def thresholds_figure(table, summary: dict):
     random = table[table["init"] == "random"]
     scales = sorted(set(random["scale"]), reverse=True)
     colour = dict(zip(scales, plt.cm.viridis(np.linspace(0, 0.92, len(scales)))))
-    near_styles = iter([("k", "s", "--"), ("0.55", "D", "--"), ("0.3", "^", ":")])
+    near_styles = iter([("tab:brown", "s", "--"), ("tab:pink", "D", "--"), ("tab:olive", "^", ":")])
     near_style = {}
     for ax, design in zip(axes[0], designs):
         for (init, scale), rows in table[table["design"] == design].groupby(

@@ -99,6 +99,17 @@ def boundary_conditions(base: SingleNeuronConfig, quick: bool = False):
                 "interval [-3, 3]": dict(interval=(-3.0, 3.0)),
                 "Gaussian inputs (one draw)": dict(design="gaussian"),
                 "σ = erf, target erf(s+1)": dict(activation="erf"),
+                # Two follow-ups of the scans above: the reference's onset to 0.1 %,
+                # and the 2·tanh(s+1) target, whose Q¹ basin lies beyond 4.
+                "reference, fine scan of 1.39–1.43": dict(
+                    mode_ratios=tuple(float(r) for r in np.geomspace(1.39, 1.43, 33)),
+                    num_seeds=33,
+                ),
+                "target 2·tanh(s+1), scan to 64": dict(
+                    target_a=2.0,
+                    mode_ratios=mode_ratio_grid(48, top=64.0),
+                    num_seeds=48,
+                ),
             }
         )
     return tuple((label, dataclasses.replace(ref, **change)) for label, change in changes.items())
@@ -162,9 +173,12 @@ def reproduction(quick: bool = False) -> Reproduction:
         width=width,
         sizes=(6,),
         imbalance=tuple(1.5 + 0.0015 * i for i in range(width)),
-        solver="tsit5",
-        t1=200.0 if quick else 1e4,
+        # To the limit: the engine's default for this width (a matrix-free implicit
+        # late phase), stopped once stationary.
+        solver="default",
+        t1=200.0 if quick else 1e8,
         loss_tol=None,
+        stationarity_tol=1e-10,
         num_times=200,
         t_min=1e-2,
         num_seeds=1,
@@ -486,7 +500,9 @@ def wide_summary(datasets, config: SingleNeuronConfig):
             neurons=on.tolist(),
             imbalance_ratios=ratios[on].tolist(),
             generalisation_error=float(one["generalisation_error"]),
-            final_loss=float(np.nanmin(one["loss"].values)),
+            final_loss=float(one["final_loss"]),
+            t_stop=float(one["t_stop"]),
+            stationary=bool(one["stop_reason"] == 2),
         )
     return pd.concat(rows, ignore_index=True), active
 
@@ -545,6 +561,8 @@ def reproduce(
     out.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
     start = time.perf_counter()
+    from .run import _config_tag
+
     boundary_labels = [label for label, _ in e.boundary]
     configs = [
         *e.errors,
@@ -555,6 +573,10 @@ def reproduce(
         *(config for _, config in e.boundary),
         *e.wide,
     ]
+    from_checkpoint = 0
+    if checkpoint_dir is not None:
+        done = pathlib.Path(checkpoint_dir) / "datasets"
+        from_checkpoint = sum((done / f"{_config_tag(c)}.pkl").exists() for c in configs)
     datasets = run_many(configs, progress=progress, checkpoint_dir=checkpoint_dir)
     run_seconds = time.perf_counter() - start
     parts = iter(datasets)
@@ -684,6 +706,10 @@ def reproduce(
     dump(dict(growth_rate=wide_rate, runs=active), "wide_rational")
     save(wide_rational_figure(_curves(ds_wide, True), neurons, 1 / wide_rate), "wide_rational")
     summary["wide_rational"] = {run: v["neurons"] for run, v in active.items()}
+    summary["wide_rational_stops"] = {
+        run: dict(t_stop=v["t_stop"], stationary=v["stationary"], final_loss=v["final_loss"])
+        for run, v in active.items()
+    }
     summary["wide_rational_t1"] = wide_config.t1
 
     # Sample sizes, all by one rule (`Reproduction.positive_fraction`).
@@ -748,6 +774,8 @@ def reproduce(
     # With a checkpoint directory, finished chunks are loaded, not rerun: the times then
     # describe this call, not the flows.
     summary["checkpoint_dir"] = None if checkpoint_dir is None else str(checkpoint_dir)
+    summary["configurations"] = len(configs)
+    summary["configurations_from_checkpoint"] = from_checkpoint
     summary["wall_seconds"] = time.perf_counter() - start
     summary["machine"] = f"{platform.platform()}, {jax.default_backend()}"
     dump(summary, "summary")
@@ -774,10 +802,19 @@ def summary_text(summary: dict) -> str:
     near = ", ".join(
         f"δ={k}: n = {fmt(v)}" for k, v in summary["near_target_recovers_from"].items()
     )
+    groups: dict = {}
+    for r in summary["recovered_below_separation"]:
+        groups.setdefault((r["design"], r["scale"], r["n"]), []).append(r)
     outliers = "; ".join(
-        f"{r['design']} ε={r['scale']:g} n={r['n']} seed {r['seed']} "
-        f"(error {r['generalisation_error']:.1e})"
-        for r in summary["recovered_below_separation"]
+        f"{design} ε={scale:g} n={n}: "
+        + (
+            f"{len(runs)} runs"
+            if len(runs) > 2
+            else ", ".join(
+                f"seed {r['seed']} (error {r['generalisation_error']:.1e})" for r in runs
+            )
+        )
+        for (design, scale, n), runs in groups.items()
     )
 
     def misplaced(f, column):
@@ -792,15 +829,14 @@ def summary_text(summary: dict) -> str:
     scans = summary["boundary"]
     ref_label = next(iter(scans))
     ref = scans[ref_label]
-    values = np.array([b["boundary"] for b in scans.values()], float)
-    finite = values[np.isfinite(values)]
     mode = np.asarray(shift["mode_ratio_per_seed"])
     lines = [
         f"single-neuron recovery ({summary['paper']}){' [quick]' if summary['quick'] else ''}",
         f"runs: {summary['runs']} ({summary['failed_runs']} failed); wall time "
         f"{summary['wall_seconds']:.0f} s (flows {summary['run_seconds']:.0f} s"
         + (
-            f"; configurations checkpointed in {summary['checkpoint_dir']})"
+            f"; {summary['configurations_from_checkpoint']} of {summary['configurations']} "
+            f"configurations loaded from {summary['checkpoint_dir']})"
             if summary.get("checkpoint_dir")
             else ")"
         )
@@ -827,15 +863,24 @@ def summary_text(summary: dict) -> str:
         f"{c['upper']:.3g} and below {c['lower']:.3g}",
         "misplaced runs by init family (best two boundaries) [basin.csv, init_families.csv]: "
         + families,
-        f"Q^1 basin onset along α1/α2 from the pure growing mode [boundary.csv]: {ref_label}: "
-        f"{ref['boundary']:.4g} (scan step ×{ref['resolution']:.3g}; √2 = 1.4142); over "
-        f"{len(scans)} conditions {finite.min():.4g}–{finite.max():.4g}"
-        + (
-            f", {len(values) - len(finite)} without a Q^1 onset"
-            if len(finite) < len(values)
-            else ""
+        f"Q^1 basin onset r* along α1/α2 from the pure growing mode (√2 = 1.4142) "
+        f"[boundary.csv]: {ref_label}: {ref['boundary']:.4g} "
+        f"(±{100 * (ref['resolution'] - 1):.2g} %); "
+        + "; ".join(
+            f"{label}: "
+            + (
+                f"{b['boundary']:.4g} (±{100 * (b['resolution'] - 1):.2g} %)"
+                if np.isfinite(b["boundary"])
+                else "none in the scan"
+            )
+            for label, b in list(scans.items())[1:]
         ),
-        f"wide rational student (t1 = {summary['wide_rational_t1']:g}, not converged), neurons "
-        f"above 1 % of the target's RMS at t1: {summary['wide_rational']}",
+        "wide rational student, each run stopped "
+        + ", ".join(
+            f"{'stationary' if v['stationary'] else 'at t1'} at t = {v['t_stop']:.3g}"
+            for v in summary["wide_rational_stops"].values()
+        )
+        + f" (t1 = {summary['wide_rational_t1']:g}; ‖∇L‖ ≤ 1e-10·‖θ‖), neurons above 1 % of "
+        f"the target's RMS there: {summary['wide_rational']} [wide_rational.csv]",
     ]
     return "\n".join(lines)

@@ -26,6 +26,8 @@ from .measures import (
 
 def solver_of(config: SingleNeuronConfig):
     """The solver named by `config.solver`."""
+    if config.solver == "default":
+        return None  # `gradflow.default_solver` of the student
     if config.solver == "tsit5":
         return dfx.Tsit5()
     if config.solver == "two_phase":
@@ -167,6 +169,7 @@ def _engine_settings(config: SingleNeuronConfig) -> tuple:
         config.t_min,
         config.rtol,
         config.loss_tol,
+        config.stationarity_tol,
         config.solver,
         config.max_steps,
         config.chunk_size,
@@ -232,6 +235,7 @@ def run_many(configs, *, progress: bool = False, checkpoint_dir=None) -> list:
             reduction="sum",
             rtol=config.rtol,
             loss_tol=config.loss_tol,
+            stationarity_tol=config.stationarity_tol,
             solver=solver_of(config),
             max_steps=config.max_steps,
             chunk_size=config.chunk_size,
