@@ -103,4 +103,4 @@ def sweep(
         description="sweep chunks",
         devices=devices,
     )
-    return warn_if_log_full(grid.label(solution.with_info(describe(options, (xs, ys, ws)))))
+    return grid.label(warn_if_log_full(solution.with_info(describe(options, (xs, ys, ws)))))
