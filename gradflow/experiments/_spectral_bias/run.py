@@ -4,6 +4,7 @@ Each function returns an `xarray.Dataset` whose variables are the numbers its fi
 shows; `reproduce` writes them beside the figures."""
 
 import diffrax as dfx
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,21 +102,33 @@ def fit_rate(widths, gaps, *, boots: int = 2000, seed: int = 0) -> dict:
 # ------------------------------------------------------------------------ frozen regime
 
 
-def _frozen_nets(config: SpectralBiasConfig, key, width):
-    # (ξ, γ) from the kernel's density: ξ = ±1, γ ~ U[−R, R]; relu(ξx − γ) = relu(wx + b).
-    k_sign, k_offset = jax.random.split(key)
-    seeds = config.num_seeds
-    xi = jnp.where(jax.random.bernoulli(k_sign, 0.5, (seeds, width)), 1.0, -1.0)
-    radius = config.frozen_radius
-    gamma = jax.random.uniform(k_offset, (seeds, width), minval=-radius, maxval=radius)
+def _frozen_units(config: SpectralBiasConfig, index: int, width: int):
+    """`(w, b)` of shapes `(seeds, width, 1)`, `(seeds, width)`: $(\\xi, \\gamma)$ from the
+    kernel's density, $\\xi = \\pm1$, $\\gamma \\sim U[-R, R]$, as $w = \\xi$, $b = -\\gamma$
+    (relu(ξx − γ) = relu(wx + b)). NumPy's generator seeded by `(seed, index)`: the
+    frozen regime evaluates many shapes once each, and eager JAX would compile each."""
+    rng = np.random.default_rng([config.seed, index])
+    shape = (config.num_seeds, width)
+    xi = np.where(rng.random(shape) < 0.5, 1.0, -1.0)
+    gamma = rng.uniform(-config.frozen_radius, config.frozen_radius, shape)
+    return xi[..., None], -gamma
+
+
+def _frozen_nets(w, b):
+    width = b.shape[1]
     return jax.vmap(lambda w, b: gf.TwoLayerNet(jnp.zeros(width), w, b, "relu"))(
-        xi[..., None], -gamma
+        jnp.asarray(w), jnp.asarray(b)
     )
 
 
 def _hidden(net, x):
     """The hidden layer's outputs $\\Phi$ `(n, m)` of one net (its activation applied)."""
     return np.asarray(net.activation(jnp.asarray(x) @ net.W.T + net.b[None, :]))
+
+
+def _relu_hidden(w, b, x):
+    # The frozen ReLU layer's outputs in NumPy (see `_frozen_units`).
+    return np.maximum(np.asarray(x) @ w.T + b[None, :], 0.0)
 
 
 def _seed(nets, s):
@@ -166,12 +179,12 @@ def frozen_regime(config: SpectralBiasConfig, *, progress: bool = False):
         np.full(shape, np.nan) for _ in range(5)
     )
     for i, width in enumerate(widths):
-        nets = _frozen_nets(config, jax.random.key(config.seed * 1000 + i), width)
-        phis = [_hidden(_seed(nets, s), x) for s in range(seeds)]
+        w, b = _frozen_units(config, i, width)
+        phis = [_relu_hidden(w[s], b[s], x) for s in range(seeds)]
         limits = []
         for s in range(seeds):
             a_limit = np.linalg.pinv(phis[s]) @ y
-            limits.append(_hidden(_seed(nets, s), grid[:, None]) @ a_limit)
+            limits.append(_relu_hidden(w[s], b[s], grid[:, None]) @ a_limit)
             limit_gap[i, s] = np.max(np.abs(limits[s] - f_inf))
             kernel_error[i, s] = np.max(np.abs(phis[s] @ phis[s].T / width - gram))
         if width in config.frozen_flow_widths:
@@ -179,7 +192,7 @@ def frozen_regime(config: SpectralBiasConfig, *, progress: bool = False):
             # Converged to e^{-20} ≈ 2e-9 of the start's distance in the slowest mode.
             # Stiff (κ(K) ≈ 2e4 on these points): Tsit5 takes 2-3e5 steps per run.
             sol = gf.flow_ensemble(
-                nets, jnp.asarray(x), jnp.asarray(y), t1=20.0 / lam, trainable=("a",),
+                _frozen_nets(w, b), jnp.asarray(x), jnp.asarray(y), t1=20.0 / lam, trainable=("a",),
                 coordinates=gf.ScaleFree(layerwise=False), solver=dfx.Tsit5(),
                 rtol=1e-10, max_steps=2_000_000, schedule="lockstep", progress=progress,
             )  # fmt: skip
@@ -239,7 +252,11 @@ def centred_nets(key, width: int, seeds: int, activation="erf"):
 def tangent_features(net: gf.TwoLayerNet, x) -> np.ndarray:
     """$\\partial f_\\theta(x_i)/\\partial\\theta$ `(n, P)` over $(a, W, b)$, one point at a
     time (memory $O(nP)$)."""
+    return np.asarray(_tangent_features(net, jnp.asarray(x)))
 
+
+@eqx.filter_jit
+def _tangent_features(net, x):
     def one(point):
         def f(params):
             a, w, b = params
@@ -248,7 +265,7 @@ def tangent_features(net: gf.TwoLayerNet, x) -> np.ndarray:
         grads = jax.grad(f)((net.a, net.W, net.b))
         return jnp.concatenate([g.reshape(-1) for g in grads])
 
-    return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(x)))
+    return jax.vmap(one)(x)
 
 
 def lazy_regime(config: SpectralBiasConfig, *, progress: bool = False):
