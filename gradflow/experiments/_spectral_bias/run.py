@@ -378,7 +378,7 @@ def designs(config: SpectralBiasConfig):
     (design, grid)`, a random-features net's limit `f_network` (width `design_width`,
     hidden units from the same density, outer layer from 0 to its minimum-norm
     solution), `network_gap (design)` (sup over the data's interval, relative to
-    $\max|y|$), and `band_fraction (design)`: the fraction of the
+    $\\max|y|$), and `band_fraction (design)`: the fraction of the
     interpolant's spectral energy where $|\\hat\\varphi| > 10^{-3}\\max$ (its pass band)."""
     import xarray as xr
 
