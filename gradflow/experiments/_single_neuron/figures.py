@@ -134,7 +134,8 @@ def basin_figure(families: dict, paper=(1.35, 0.74)):
                     va="center",
                     transform=ax.transAxes,
                 )
-                ax.set(title=f"{init} init: {titles[column]}", xticks=[], yticks=[])
+                ax.set(xticks=[], yticks=[])
+                ax.set_title(f"{init} init: {titles[column]}", fontsize=8)
                 continue
             for code, (label, colour) in _CLASS_STYLE.items():
                 rows = table[table["target_set"] == code]
@@ -262,8 +263,8 @@ def wide_rational_figure(curves, neurons, slope: float):
         right.semilogy(rows["imbalance_ratio"], rows["output_rms"], ".", ms=2, label=run)
     right.set(
         xlabel="C_i/C_1 at init",
-        ylabel="RMS of a_i σ(w_i·x) at t1",
-        title="which neurons are active at t1",
+        ylabel="RMS of a_i σ(w_i·x) at the end",
+        title="which neurons are active at the end of each run",
     )
     right.legend(fontsize=7, markerscale=4)
     fig.tight_layout()

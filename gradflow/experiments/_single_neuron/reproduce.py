@@ -875,12 +875,12 @@ def summary_text(summary: dict) -> str:
             )
             for label, b in list(scans.items())[1:]
         ),
-        "wide rational student, each run stopped "
+        "wide rational student to its limit: "
         + ", ".join(
-            f"{'stationary' if v['stationary'] else 'at t1'} at t = {v['t_stop']:.3g}"
-            for v in summary["wide_rational_stops"].values()
+            f"{run} {'stationary' if v['stationary'] else 'at t1'} at t = {v['t_stop']:.3g}"
+            for run, v in summary["wide_rational_stops"].items()
         )
-        + f" (t1 = {summary['wide_rational_t1']:g}; ‖∇L‖ ≤ 1e-10·‖θ‖), neurons above 1 % of "
+        + f" (‖∇L‖ ≤ 1e-10·‖θ‖, t1 = {summary['wide_rational_t1']:g}); neurons above 1 % of "
         f"the target's RMS there: {summary['wide_rational']} [wide_rational.csv]",
     ]
     return "\n".join(lines)

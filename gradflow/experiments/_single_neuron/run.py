@@ -256,9 +256,18 @@ def run_many(configs, *, progress: bool = False, checkpoint_dir=None) -> list:
     return out
 
 
+_ADDED_LATER = ("stationarity_tol",)
+
+
 def _config_tag(config: SingleNeuronConfig) -> str:
     """A readable, collision-safe file name for a configuration's checkpoints."""
-    text = repr(sorted(config_attrs(config).items(), key=lambda kv: kv[0]))
+    attrs = config_attrs(config)
+    # Fields added after checkpoints were written leave the tag alone at their neutral
+    # value, so those checkpoints stay valid (they ran without the field's effect).
+    for name in _ADDED_LATER:
+        if attrs[f"config_{name}"] == "None":
+            del attrs[f"config_{name}"]
+    text = repr(sorted(attrs.items(), key=lambda kv: kv[0]))
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     name = type(gf.get_activation(config.activation)).__name__
     return f"{name}_m{config.width}_{config.design}_{config.init}_{digest}"
