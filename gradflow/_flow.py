@@ -65,15 +65,16 @@ def gradient_flow(
     - `solver`: any adaptive Diffrax solver, `gradflow.Rodas5P()`, `gradflow.TwoPhase()`
       (explicit until the flow turns stiff, implicit after) or `gradflow.Unrolled(...)`.
       Default: `TwoPhase()` (Tsit5 with its stages unrolled, then Rodas5P) for nets of
-      at most 32 parameters, `diffrax.Tsit5()` for larger ones (and between the events
-      of the exact flow with kinks). The late phase of a flow is stiff: once the data
+      at most 32 parameters, `TwoPhase(implicit=gradflow.Krylov())` (Rodas5P's systems
+      solved matrix-free) for larger ones, and `diffrax.Tsit5()` between the events
+      of the exact flow with kinks. The late phase of a flow is stiff: once the data
       are fitted, the Hessian's large eigenvalues cap an explicit method's step while
       the remaining motion is slow.
       On workload W1 the L-stable Rodas5P reaches $t = 10^8$ in 1.45x the steps it
       needs to $t = 400$ (`TwoPhase` 1.48x, at Tsit5's cost per step before the
       switch); Tsit5 needs 19x more to $t = 10^4$ and exhausts 50,000 steps before
-      $10^6$. The dense $P \\times P$ factorisation per Rodas5P step is what limits
-      the default to small nets (`benchmarks/RESULTS.md`).
+      $10^6$. Past 32 parameters the dense $P \\times P$ factorisation per Rodas5P
+      step costs more than `Krylov`'s products with the Hessian (`benchmarks/RESULTS.md`).
     - `coordinates`: `ScaleFree()` (default) or `Cartesian(atol=...)`.
     - `loss_tol`: stop once the loss is below this.
     - `stationarity_tol`: stop once $\\|\\nabla L(\\theta)\\| \\le$ `stationarity_tol`
@@ -93,8 +94,8 @@ def gradient_flow(
       burn all `max_steps` iterations, holding up every other seed of its vmapped
       batch. Crossing a kink of ReLU needs steps of about `rtol`, far above 1e-12.
     - `linear_escape`: jump the linear phase near the origin with its closed form
-      (smooth $\\sigma$ with $\\sigma(0) = 0 \\ne \\sigma'(0)$ and a scalar output only;
-      ignored otherwise: a net with vector outputs integrates the phase),
+      (smooth $\\sigma$ with $\\sigma(0) = 0 \\ne \\sigma'(0)$, scalar or vector output;
+      ignored otherwise),
       handing over to the solver once the neglected nonlinearity would contribute a
       relative error of `rtol`. The cost of a run then no longer grows with
       $\\log(1/\\varepsilon)$. See `gradflow._escape`.

@@ -36,13 +36,20 @@ def test_no_jump_where_the_origin_is_not_linear(activation):
     assert escape_order(net) == 0
 
 
-@pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_closed_form_is_expm_of_the_hessian_at_zero(getkey, bias, reduction):
+@pytest.mark.parametrize(
+    "bias, reduction, outputs",
+    [(False, "mean", None), (True, "mean", None), (False, "sum", None), (True, "sum", None)]
+    + [(False, "sum", 1), (True, "mean", 3), (False, "sum", 3)],
+)
+def test_closed_form_is_expm_of_the_hessian_at_zero(getkey, bias, reduction, outputs):
+    # With k outputs the closed form is built from the SVD of M (several rates); the
+    # reference, expm of the Hessian at 0, knows nothing of modes.
     x = jax.random.normal(getkey(), (7, 3))
-    y = jax.random.normal(getkey(), (7,))
+    y = jax.random.normal(getkey(), (7,) if outputs is None else (7, outputs))
     weights = jax.random.uniform(getkey(), (7,))
-    net = gf.random_net(getkey(), width=4, dim=3, scale=1e-3, activation="tanh", bias=bias)
+    net = gf.random_net(
+        getkey(), width=4, dim=3, scale=1e-3, activation="tanh", bias=bias, outputs=outputs
+    )
     theta0, unravel = ravel_net(net)
 
     def loss(theta):
@@ -56,6 +63,10 @@ def test_closed_form_is_expm_of_the_hessian_at_zero(getkey, bias, reduction):
         expected = scipy.linalg.expm(-t * hessian) @ np.asarray(theta0)
         got = np.asarray(escape.params(jnp.asarray(t)))
         np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-12 * np.abs(expected).max())
+    # The time at a radius inverts ‖θ(t)‖ (a quadratic for one rate, bisection for more).
+    for radius in (2 * np.linalg.norm(theta0), 10 * np.linalg.norm(theta0)):
+        t = escape._time_at_radius(jnp.asarray(radius))
+        np.testing.assert_allclose(np.linalg.norm(escape.params(t)), radius, rtol=1e-12)
 
 
 @pytest.mark.parametrize("scale", [1e-8, 1e-20])
