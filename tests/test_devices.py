@@ -47,10 +47,15 @@ _SCRIPT = textwrap.dedent(
 )
 
 
+def _xla_flags(flag: str) -> str:
+    """The session's XLA flags (see conftest) with `flag` added, for a child process."""
+    return f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+
+
 # Slow: test_implicit_phase_on_two_host_devices_does_not_hang runs sharded ensembles fast.
 @pytest.mark.slow
 def test_sharded_ensemble_equals_single_device():
-    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = os.environ | {"XLA_FLAGS": _xla_flags("--xla_force_host_platform_device_count=4")}
     result = subprocess.run(
         [sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=300
     )
@@ -105,7 +110,7 @@ _HANG_SCRIPT = textwrap.dedent(
 
 
 def test_implicit_phase_on_two_host_devices_does_not_hang():
-    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = os.environ | {"XLA_FLAGS": _xla_flags("--xla_force_host_platform_device_count=2")}
     result = subprocess.run(
         [sys.executable, "-c", _HANG_SCRIPT], env=env, capture_output=True, text=True,
         timeout=400,
