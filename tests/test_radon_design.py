@@ -21,7 +21,7 @@ def bandpass():
 
 def test_series_is_the_inverse_fft(bandpass):
     z, phi = radon.design_on_grid(bandpass_target, period=300.0)
-    near = np.abs(z) < 40
+    near = (np.abs(z) < 40) & (np.arange(len(z)) % 8 == 0)
     series = np.asarray(bandpass(jnp.asarray(z[near])))
     # Both sum the same samples (terms below 1e-13 of the largest dropped from the series).
     np.testing.assert_allclose(series, phi[near], atol=1e-12 * np.max(np.abs(phi)))
@@ -32,7 +32,11 @@ def test_series_is_the_inverse_fft(bandpass):
     "target, period, rtol",
     # Measured: 1e-13 in the band, 6e-10 where |φ̂| ~ 1e-6 max (rounding of sums of size
     # ~1 against a small transform).
-    [(bandpass_target, 300.0, 1e-8), (power_law_target, 200.0, 1e-8)],
+    [
+        (bandpass_target, 300.0, 1e-8),
+        # Slow: the band-pass case checks the same route; the full run measures both.
+        pytest.param(power_law_target, 200.0, 1e-8, marks=pytest.mark.slow),
+    ],
 )
 def test_measured_spectrum_is_the_target(target, period, rtol):
     phi = radon.design_activation(target, period=period)

@@ -13,16 +13,16 @@ from gradflow.experiments import spectral_bias as sb
 
 def test_centred_nets_start_at_zero_and_their_tangent_kernel_is_the_ntk():
     x = np.linspace(-2, 2, 5)[:, None]
-    nets = sb.centred_nets(jax.random.key(0), 4000, 2)
+    nets = sb.centred_nets(jax.random.key(0), 2000, 1)
     net = jax.tree_util.tree_map(lambda v: v[0], nets)
-    # The pairs cancel up to the rounding of the sum over 4000 terms of size ~1.
+    # The pairs cancel up to the rounding of the sum over 2000 terms of size ~1.
     assert np.max(np.abs(np.asarray(net(jnp.asarray(x))))) < 1e-11
     j = sb.tangent_features(net, x)
-    assert j.shape == (5, 3 * 4000)
+    assert j.shape == (5, 3 * 2000)
     ntk = radon.Kernel("erf", radon.GaussianWeights(1.0, 1.0), dim=1, ntk=True)
     theta = np.asarray(ntk.gram(x))
-    # A Monte-Carlo mean over 2000 independent pairs: relative error ~ 1/√2000 ≈ 0.02.
-    np.testing.assert_allclose(j @ j.T / 4000, theta, rtol=0.1, atol=0.05 * np.max(theta))
+    # A Monte-Carlo mean over 1000 independent pairs: relative error ~ 1/√1000 ≈ 0.03.
+    np.testing.assert_allclose(j @ j.T / 2000, theta, rtol=0.15, atol=0.05 * np.max(theta))
 
 
 def test_fit_rate_recovers_a_power_law():
