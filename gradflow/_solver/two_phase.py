@@ -31,7 +31,8 @@ class TwoPhase(AbstractPhasedSolver):
     (refilling schedule) all seeds first run the explicit phase, then the seeds that
     switched run the implicit one, each phase refilling its slots from its own queue.
     The exact flow of an activation with kinks steps with `explicit` between its
-    events.
+    events. For wide nets pass `implicit=gradflow.Krylov()` (Rodas5P with its systems
+    solved matrix-free), as the default solver does above 32 parameters.
     """
 
     explicit: dfx.AbstractAdaptiveSolver = Unrolled(dfx.Tsit5())
