@@ -15,7 +15,13 @@ def main(argv=None) -> int:
     defaults = DemoConfig()
     demo.add_argument("--seeds", type=int, default=defaults.num_seeds)
     demo.add_argument("--scale", type=float, default=defaults.scale, help="init scale ε")
-    demo.add_argument("--t1", type=float, default=defaults.t1)
+    demo.add_argument("--t1", type=float, default=defaults.t1, help="the longest a run goes")
+    demo.add_argument(
+        "--stationarity-tol",
+        type=float,
+        default=defaults.stationarity_tol,
+        help="a run stops once ‖∇L‖ ≤ this · ‖θ‖ (its limit)",
+    )
     demo.add_argument("--out", default="gradflow-demo", help="output directory")
     demo.add_argument("--no-progress", action="store_true")
 
@@ -45,7 +51,14 @@ def main(argv=None) -> int:
             parser.error("--scale must be positive")
         if not args.t1 > 0:
             parser.error("--t1 must be positive")
-        config = DemoConfig(num_seeds=args.seeds, scale=args.scale, t1=args.t1)
+        if not args.stationarity_tol > 0:
+            parser.error("--stationarity-tol must be positive")
+        config = DemoConfig(
+            num_seeds=args.seeds,
+            scale=args.scale,
+            t1=args.t1,
+            stationarity_tol=args.stationarity_tol,
+        )
         print(run_demo(config, args.out, progress=not args.no_progress))
     elif args.command == "reproduce":
         # Imported here: the experiments pull in xarray and pandas, which `demo` does not need.

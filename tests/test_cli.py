@@ -17,7 +17,9 @@ def test_demo_writes_summary_figure_and_results(tmp_path, capsys):
     assert (out / "summary.txt").read_text().startswith("gradflow demo")
 
 
-@pytest.mark.parametrize("flag", [["--seeds", "0"], ["--scale", "-1"], ["--t1", "0"]])
+@pytest.mark.parametrize(
+    "flag", [["--seeds", "0"], ["--scale", "-1"], ["--t1", "0"], ["--stationarity-tol", "0"]]
+)
 def test_demo_rejects_bad_options(flag, tmp_path):
     with pytest.raises(SystemExit):
         main(["demo", "--out", str(tmp_path), *flag])
