@@ -5,6 +5,7 @@ from .base import (
 )
 from .default import (
     default_solver as default_solver,
+    KRYLOV_SWITCH_TOL as KRYLOV_SWITCH_TOL,
     ROSENBROCK_MAX_PARAMS as ROSENBROCK_MAX_PARAMS,
 )
 from .krylov import Krylov as Krylov

@@ -36,10 +36,13 @@ class Krylov(dfx.AbstractAdaptiveSolver):
     side on them first): there a whole 8-stage step takes 11 directions at h = 0.1, 17
     at h = 10, 29 at h = 1e3 and 44 at h = 1e4, the first stage 5 to 12 of them.
 
-    Measured on W3 (2-core CPU, `benchmarks/RESULTS.md`): `TwoPhase(implicit=Krylov())`
-    reaches t = 1e8 (stationary, $\\|\\nabla L\\| \\le 10^{-10}\\|\\theta\\|$, at t ≈ 5e4)
-    in 1.7x its steps to t = 400, within 4e-10 of `solve_ivp` DOP853 at rtol 1e-12; a
-    step costs 7.6 explicit Tsit5 steps (22.6 vs 3.0 ms), a dense Rodas5P step 7.2 s.
+    Measured on W3 (2-core CPU, `benchmarks/RESULTS.md`): the default
+    `TwoPhase(implicit=Krylov(), switch_tol=1e-3)` reaches t = 1e8 (stationary,
+    $\\|\\nabla L\\| \\le 10^{-10}\\|\\theta\\|$, at t ≈ 5e4) in 1.3-1.7x its steps to
+    t = 400, within 4e-10 of `solve_ivp` DOP853 at rtol 1e-12, where Tsit5 needs 24-27
+    thousand steps to t = 1e4 alone. A step costs 7.6 explicit Tsit5 steps for one seed
+    (22.6 vs 3.0 ms), 15-19 per loop iteration of two vmapped seeds; a dense Rodas5P
+    step, 7-16 s.
     Against dense Rodas5P on W1's problem at growing width
     (`benchmarks/krylov_crossover.py`) it is slower up to P = 24 and 8.9x faster at
     P = 96.
@@ -61,7 +64,11 @@ class Krylov(dfx.AbstractAdaptiveSolver):
     - `method`: a Rosenbrock method with the exact Jacobian, `gradflow.Rodas5P()` (the
       default) or `gradflow.Rodas4()`.
     - `max_directions`: the most GCR directions (products with $W$) per step, shared by
-      its stages; also the size of the stored basis, `max_directions` × $P$.
+      its stages; also the size of the stored basis, `max_directions` × $P$. Every
+      direction stored costs in each product with the basis: on W3 (2 seeds to the
+      limit) 24, 32 and 48 take the very same steps (no step needed more than 24) in
+      13.4, 15.8 and 19.5 s. Problems with more data points need more (the stiff part
+      has rank up to $n$); a budget too small shows as rejected steps.
     - `tol`: each stage's system $W k = r$ is solved to $\\|r - W k\\| \\le$ `tol`
       $\\cdot \\|k\\| / \\gamma$, which bounds the error of $k$ by `tol` $\\cdot \\|k\\|$
       where the Hessian is positive semi-definite ($\\|W^{-1}\\| \\le \\gamma$). The
@@ -74,7 +81,7 @@ class Krylov(dfx.AbstractAdaptiveSolver):
     """
 
     method: AbstractRosenbrock = Rodas5P()
-    max_directions: int = eqx.field(static=True, default=48)
+    max_directions: int = eqx.field(static=True, default=32)
     tol: float = eqx.field(static=True, default=1e-12)
 
     term_structure: ClassVar = dfx.AbstractTerm
