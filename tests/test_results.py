@@ -37,12 +37,14 @@ def test_end_state_after_a_stop_rule(w1_data):
 def test_solution_records_how_it_was_made(w1_data):
     x, y = w1_data
     net = gf.random_net(jax.random.key(0), width=2, dim=2, scale=1e-6, activation="tanh")
-    sol = gf.gradient_flow(net, x, y, t1=5.0, rtol=1e-8, reduction="sum")
+    # The options of test_end_state_after_a_stop_rule, so that both share one program.
+    options = dict(t1=1e4, ts=jnp.array([0.0, 10.0, 1e4]), reduction="sum", loss_tol=1e-6)
+    sol = gf.gradient_flow(net, x, y, **options)
     info = dict(sol.info)
-    assert info["t1"] == "5.0" and info["rtol"] == "1e-08" and info["reduction"] == "sum"
+    assert info["t1"] == "10000.0" and info["reduction"] == "sum"
     assert "TwoPhase" in info["solver"] and "jax" in info["versions"]
     assert len(info["data_sha256"]) == 16
-    other = gf.gradient_flow(net, x, 2.0 * y, t1=5.0, rtol=1e-8, reduction="sum")
+    other = gf.gradient_flow(net, x, 2.0 * y, **options)
     assert dict(other.info)["data_sha256"] != info["data_sha256"]
 
 
