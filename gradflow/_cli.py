@@ -1,7 +1,32 @@
 import argparse
+import ast
+import importlib
+import pathlib
 import sys
 
 from ._demo import DemoConfig, run_demo
+
+
+def _experiments() -> dict[str, str]:
+    """Every paper reproduction, by name: each package `experiments/_NAME/` with a
+    `reproduce.py` that defines `DESCRIPTION`, `reproduce(out, *, quick, progress, command,
+    checkpoint_dir)` and `summary_text(summary)`. Read without importing it (`--help` and
+    `demo` stay fast): NAME with dashes, and its `DESCRIPTION`."""
+    found = {}
+    for path in (pathlib.Path(__file__).parent / "experiments").glob("_*/reproduce.py"):
+        tree = ast.parse(path.read_text())
+        description = next(
+            (
+                node.value.value
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+                and any(getattr(target, "id", None) == "DESCRIPTION" for target in node.targets)
+                and isinstance(node.value, ast.Constant)
+            ),
+            "",
+        )
+        found[path.parent.name.lstrip("_").replace("_", "-")] = description
+    return found
 
 
 def main(argv=None) -> int:
@@ -28,18 +53,18 @@ def main(argv=None) -> int:
     reproduce = commands.add_parser(
         "reproduce", help="Regenerate the figures of a paper, each with its numbers."
     )
+    experiments = _experiments()
     reproduce.add_argument(
         "experiment",
-        choices=["single-neuron", "spectral-bias"],
-        help="single-neuron: Zhao, Bai & Zhang, arXiv:2405.13787; spectral-bias: Sahs, "
-        "Pyle, Anselmi & Patel, arXiv:2503.10587",
+        choices=sorted(experiments),
+        help="; ".join(f"{name}: {text}" for name, text in sorted(experiments.items())),
     )
     reproduce.add_argument(
         "--quick", action="store_true", help="CI size: a few seeds per point (about a minute)"
     )
     reproduce.add_argument("--out", default=None, help="output directory (default: EXPERIMENT)")
     reproduce.add_argument(
-        "--checkpoint-dir", default=None, help="keep finished chunks here and resume from them"
+        "--checkpoint-dir", default=None, help="keep finished work here and resume from it"
     )
     reproduce.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -65,32 +90,24 @@ def main(argv=None) -> int:
         import matplotlib
 
         matplotlib.use("Agg")  # files only, no windows
-        out = args.out or args.experiment
-        if args.experiment == "spectral-bias":
-            from .experiments._spectral_bias.reproduce import (
-                reproduce as spectral_bias,
-                summary_text as spectral_text,
-            )
-
-            if args.checkpoint_dir is not None:
-                parser.error("--checkpoint-dir applies to single-neuron only")
-            command = "gradflow " + " ".join(sys.argv[1:] if argv is None else argv)
-            summary = spectral_bias(
-                out, quick=args.quick, progress=not args.no_progress, command=command
-            )
-            print(spectral_text(summary))
-            print(f"figures and numbers: {out}/")
-            return 0
-
-        from .experiments._single_neuron.reproduce import reproduce as single_neuron, summary_text
-
-        summary = single_neuron(
-            out,
-            quick=args.quick,
-            progress=not args.no_progress,
-            checkpoint_dir=args.checkpoint_dir,
+        module = importlib.import_module(
+            f"gradflow.experiments._{args.experiment.replace('-', '_')}.reproduce"
         )
-        print(summary_text(summary))
+        out = args.out or args.experiment
+        command = "gradflow " + " ".join(sys.argv[1:] if argv is None else argv)
+        try:
+            summary = module.reproduce(
+                out,
+                quick=args.quick,
+                progress=not args.no_progress,
+                command=command,
+                checkpoint_dir=args.checkpoint_dir,
+            )
+        except ValueError as error:
+            if "checkpoint_dir" not in str(error):
+                raise
+            parser.error(str(error).replace("checkpoint_dir", "--checkpoint-dir", 1))
+        print(module.summary_text(summary))
         print(f"figures and numbers: {out}/")
     return 0
 

@@ -23,3 +23,18 @@ def test_demo_writes_summary_figure_and_results(tmp_path, capsys):
 def test_demo_rejects_bad_options(flag, tmp_path):
     with pytest.raises(SystemExit):
         main(["demo", "--out", str(tmp_path), *flag])
+
+
+def test_reproduce_finds_every_experiment_with_its_description():
+    from gradflow._cli import _experiments
+
+    found = _experiments()
+    assert {"single-neuron", "spectral-bias"} <= set(found)
+    assert "arXiv:2405.13787" in found["single-neuron"]
+    assert "arXiv:2503.10587" in found["spectral-bias"]
+
+
+def test_reproduce_refuses_a_checkpoint_it_cannot_keep(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "spectral-bias", "--out", str(tmp_path), "--checkpoint-dir", "x"])
+    assert "--checkpoint-dir" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from .measures import (
 from .run import run_many
 
 
+DESCRIPTION = "single-neuron target recovery: Zhao, Bai & Zhang, arXiv:2405.13787"
 PAPER_BOUNDARIES = (1.35, 0.74)
 
 
@@ -535,11 +536,13 @@ def reproduce(
     experiments: Reproduction | None = None,
     checkpoint_dir=None,
     save_datasets: bool = True,
+    command: str | None = None,
 ) -> dict:
     """Runs every experiment of `experiments` (default `reproduction(quick)`) and writes
     into `out_dir`, for each figure `NAME.png` with its numbers `NAME.csv` / `NAME.json`,
     plus `summary.json` and `summary.txt`; with `save_datasets`, every run's labelled
-    dataset as `datasets/EXPERIMENT.nc` (netCDF, for `xarray.open_dataset`).
+    dataset as `datasets/EXPERIMENT.nc` (netCDF, for `xarray.open_dataset`). `command`,
+    the command line that made them, is recorded in `summary.json`.
 
     **Returns:** the summary (thresholds, basin boundaries, slope, wall time, ...).
     """
@@ -778,6 +781,9 @@ def reproduce(
     summary["configurations_from_checkpoint"] = from_checkpoint
     summary["wall_seconds"] = time.perf_counter() - start
     summary["machine"] = f"{platform.platform()}, {jax.default_backend()}"
+    summary["command"] = command or (
+        f"gradflow reproduce single-neuron{' --quick' if quick else ''}"
+    )
     dump(summary, "summary")
     (out / "summary.txt").write_text(summary_text(summary) + "\n")
     return summary

@@ -22,6 +22,9 @@ def _table(ds, names):
     return ds[names].to_dataframe().reset_index()
 
 
+DESCRIPTION = "spectral bias and the kernel regime: Sahs, Pyle, Anselmi & Patel, arXiv:2503.10587"
+
+
 def reproduce(
     out_dir="spectral-bias",
     *,
@@ -29,6 +32,7 @@ def reproduce(
     progress: bool = False,
     config: SpectralBiasConfig | None = None,
     command: str | None = None,
+    checkpoint_dir=None,
 ) -> dict:
     """Runs every experiment of `config` (default: full size, or `quick_config()` with
     `quick=True`) and writes into `out_dir`: `NAME.png` beside `NAME.csv` (and
@@ -45,6 +49,11 @@ def reproduce(
         width_gap_figure,
     )
 
+    if checkpoint_dir is not None:
+        raise ValueError(
+            "checkpoint_dir: spectral-bias keeps no checkpoints (its full run takes minutes); "
+            "leave it out"
+        )
     config = config or (quick_config() if quick else SpectralBiasConfig())
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
