@@ -103,8 +103,8 @@ def gradient_flow(
       `gradflow.piecewise_flow`, which locates every breakplane crossing and slides
       along pinned data points (the Filippov flow); `"smooth"` steps over the kinks as
       if the field were smooth, which chatters and stalls once a breakplane pins a
-      data point. Ignored for smooth activations. The exact integrator has no stop
-      rules and no `coordinates` yet.
+      data point. Ignored for smooth activations. The exact integrator has no
+      `coordinates` yet; its stop rules use the Filippov velocity for the gradient.
     - `max_events`: for the exact flow with kinks, the length of its event log. The flow
       is not limited by it: events past it are counted but not logged, and the call
       warns with the `max_events` that would keep them all (a fixed length, as the log

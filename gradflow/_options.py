@@ -147,7 +147,7 @@ def flow_options(
             "loss alone). Pass `kinks='smooth'` to add a penalty to a kinked net's loss."
         )
     if piecewise:
-        _check_piecewise(net, loss_tol, stationarity_tol, coordinates, observables)
+        _check_piecewise(net, coordinates, observables)
         solver = _stepper_between_kinks(solver)
     else:
         _check_scale_free(net, coordinates, frozen)
@@ -306,21 +306,12 @@ def _check_scale_free(
                 )
 
 
-def _check_piecewise(net, loss_tol, stationarity_tol, coordinates, observables) -> None:
-    unsupported = [
-        name
-        for name, given in (
-            ("loss_tol", loss_tol is not None),
-            ("stationarity_tol", stationarity_tol is not None),
-            ("coordinates", coordinates != ScaleFree()),
-        )
-        if given
-    ]
-    if unsupported:
+def _check_piecewise(net, coordinates, observables) -> None:
+    if coordinates != ScaleFree():
         raise ValueError(
-            f"{', '.join(f'`{name}`' for name in unsupported)} not supported by the exact "
-            f"integrator for the kinks of {type(net.activation).__name__}. Drop them, or "
-            "pass `kinks='smooth'` to step over the kinks with the smooth solver."
+            "`coordinates` not supported by the exact integrator for the kinks of "
+            f"{type(net.activation).__name__}. Drop it, or pass `kinks='smooth'` to step over "
+            "the kinks with the smooth solver."
         )
     clash = sorted(set(observables) & set(PIECEWISE_OBSERVABLES))
     if clash:

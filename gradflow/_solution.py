@@ -97,7 +97,7 @@ class Solution(eqx.Module):
         for code in StopReason:
             count = int(np.sum((reason == code) & (status == Status.SUCCESS)))
             if count and code != StopReason.FAILED:
-                lines.append(f"  stopped because it {code.message}: {count}")
+                lines.append(f"  stopped: {code.message}: {count}")
         lines.append(f"  final loss: median {np.nanmedian(final_loss):.3e}")
         ok = status == Status.SUCCESS
         unconverged = ok & ~(stationarity <= converged_tol)

@@ -50,9 +50,9 @@ def test_default_for_kinks_is_the_exact_flow():
     assert int(sol.observables["num_pinned"][-1]) > 0
 
 
-def test_stop_rules_with_exact_kinks_are_refused():
+def test_coordinates_with_exact_kinks_are_refused():
     x = jnp.ones((3, 1))
     y = jnp.ones(3)
     net = gf.random_net(jax.random.key(0), width=2, dim=1, scale=0.1, activation="relu")
-    with pytest.raises(ValueError, match="`loss_tol`.*kinks='smooth'"):
-        gf.gradient_flow(net, x, y, t1=1.0, loss_tol=1e-3)
+    with pytest.raises(ValueError, match="`coordinates`.*kinks='smooth'"):
+        gf.gradient_flow(net, x, y, t1=1.0, coordinates=gf.Cartesian(atol=1e-9))

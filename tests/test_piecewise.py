@@ -62,7 +62,8 @@ def test_sliding_velocity_one_point_1d(activation):
 
 
 @pytest.mark.parametrize(
-    "negative_slope", [pytest.param(0.0, marks=pytest.mark.slow), 0.2]  # one program each
+    "negative_slope",
+    [pytest.param(0.0, marks=pytest.mark.slow), 0.2],  # one program each
 )
 def test_one_neuron_pinned_at_one_point_1d(negative_slope):
     u0 = 0.09
@@ -106,6 +107,40 @@ def test_one_neuron_reaches_the_point_and_pins():
     # Sliding conserves the imbalance: each one-sided field does, so their combination does.
     drift = gf.imbalance(sol.nets) - gf.imbalance(net)[None, :]
     np.testing.assert_allclose(drift, 0.0, atol=1e-11)
+
+
+def test_stop_rules_on_a_pinned_flow():
+    # The pinned flow above (ReLU, b = 0): u = aw = logistic_product(t / 2, u0, 1) with the
+    # pin held, ‖θ̇‖/‖θ‖ = |e_2| = (1 − u)/2 and loss ¼(1 + (1 − u)²). So the stationarity
+    # rule holds from u = 1 − 2·tol on, the loss rule from (1 − u)² = 4·loss_tol − 1; both
+    # are checked at step ends, so the run stops at the first step end past that time.
+    u0 = 0.09
+    net = _one_neuron(np.sqrt(u0), np.sqrt(u0), 0.0, "relu")
+
+    def run(loss_tol, stationarity_tol):
+        return gf.gradient_flow(
+            net, ONE_D_X, ONE_D_Y, t1=1e3, rtol=1e-12, loss_tol=loss_tol,
+            stationarity_tol=stationarity_tol,
+        )  # fmt: skip
+
+    def time_of(u):  # inverse of logistic_product(t / 2, u0, 1)
+        return np.log(u * (1 - u0) / (u0 * (1 - u)))
+
+    for loss_tol, tol, reason, gap in [
+        (1e-30, 1e-6, gf.StopReason.STATIONARY, 2e-6),
+        (0.25 + 0.25 * 0.01**2, 1e-30, gf.StopReason.LOSS_TOLERANCE, 0.01),
+    ]:
+        sol = run(loss_tol, tol)  # the tolerances are traced: one program for both
+        assert sol.succeeded and int(sol.stop_reason) == reason
+        u = float(sol.net.a[0] * sol.net.W[0, 0])
+        t_stop = float(sol.t_stop)
+        assert 1 - u <= gap and t_stop >= time_of(1 - gap) * (1 - 1e-9)
+        np.testing.assert_allclose(u, logistic_product(t_stop / 2, u0, 1.0), rtol=1e-10)
+        assert float(sol.net.b[0]) == 0.0  # still pinned
+        if reason == gf.StopReason.STATIONARY:
+            assert float(sol.stationarity) <= tol
+        else:
+            assert float(sol.final_loss) < loss_tol
 
 
 # --------------------------------------------------------------------------------------

@@ -64,6 +64,8 @@ def piecewise_flow(
     max_steps: int = 100_000,
     max_events: int = 4096,
     dtmin: float = 1e-12,
+    loss_tol: float | None = None,
+    stationarity_tol: float | None = None,
 ) -> Solution:
     """The exact gradient flow of a two-layer net with a piecewise-smooth activation (ReLU,
     leaky ReLU, or any `AbstractActivation` listing its `kinks`), breakplanes included.
@@ -96,6 +98,11 @@ def piecewise_flow(
       are counted but not logged (`gradient_flow` warns when that happens).
     - `dtmin`: the smallest step in units of the initial time scale; a run whose steps shrink
       below it ends with status `SOLVER_FAILURE` (`NONFINITE` if the state turned NaN).
+    - `loss_tol`, `stationarity_tol`: stop once the loss is below `loss_tol`, or once the
+      Filippov velocity (the gradient on the current pattern, sliding along held pins) has
+      $\\|\\dot\\theta\\| \\le$ `stationarity_tol`$\\cdot\\|\\theta\\|$; checked after every
+      step that moves the flow without an event. The run ends there with
+      `Solution.stop_reason` saying which; saves after it are NaN.
 
     **Returns:** a `Solution`. Besides the requested `observables` (at `ts`), its
     `observables` hold `"num_pinned"` and `"num_crossings"` at `ts` (pins held; crossings so
@@ -104,7 +111,7 @@ def piecewise_flow(
     data, options = flow_options(
         net, x, y, weights, t1=t1, ts=ts, reduction=reduction, rtol=rtol, solver=solver,
         observables=observables, max_steps=max_steps, max_events=max_events, dtmin=dtmin,
-        kinks="exact",
+        kinks="exact", loss_tol=loss_tol, stationarity_tol=stationarity_tol,
     )  # fmt: skip
     if not options.piecewise:
         breakplanes_of(net.activation)  # says that a smooth activation has no kinks
@@ -174,12 +181,14 @@ class _Output(eqx.Module):
 
 
 class _Counts(eqx.Module):
-    """Solver steps (an event costs none), vector-field evaluations, and the status."""
+    """Solver steps (an event costs none), vector-field evaluations, the status, and the
+    stop rule that ended the run (`StopReason.T1` while none has)."""
 
     num_steps: Int[Array, ""]
     num_accepted_steps: Int[Array, ""]
     num_evaluations: Int[Array, ""]
     status: Int[Array, ""]
+    stop_reason: Int[Array, ""]
 
 
 class _Loop(eqx.Module):
@@ -349,6 +358,7 @@ def _initial_loop(ctx: _Context, position: _Position) -> _Loop:
         num_accepted_steps=jnp.zeros((), jnp.int32),
         num_evaluations=jnp.ones((), jnp.int32),  # the field at t = 0, in `_start`
         status=jnp.asarray(Status.SUCCESS, jnp.int32),
+        stop_reason=jnp.asarray(StopReason.T1, jnp.int32),
     )
     return _Loop(p, output, counts)
 
@@ -357,6 +367,7 @@ def _running(ctx: _Context, c: _Loop) -> Bool[Array, ""]:
     return (
         (c.position.t < ctx.t1)
         & (c.counts.status == Status.SUCCESS)
+        & (c.counts.stop_reason == StopReason.T1)
         & (c.counts.num_steps < ctx.options.max_steps)
     )
 
@@ -386,8 +397,11 @@ def _resolution(ctx: _Context, bracket: _Bracket) -> Float[Array, ""]:
 
 def _finish(ctx: _Context, c: _Loop) -> Solution:
     p, counts = c.position, c.counts
+    stopped = counts.stop_reason != StopReason.T1
     status = jnp.where(
-        (counts.status == Status.SUCCESS) & (p.t < ctx.t1), Status.MAX_STEPS_REACHED, counts.status
+        (counts.status == Status.SUCCESS) & (p.t < ctx.t1) & ~stopped,
+        Status.MAX_STEPS_REACHED,
+        counts.status,
     )
     finite = _all_finite(p.state) & jnp.isfinite(ctx.loss(p.state))
     status = jnp.where(finite, status, Status.NONFINITE).astype(jnp.int32)
@@ -409,9 +423,9 @@ def _finish(ctx: _Context, c: _Loop) -> Solution:
         num_evaluations=counts.num_evaluations,
         phase_steps=counts.num_steps[None],
         status=status,
-        stop_reason=jnp.where(status == Status.SUCCESS, StopReason.T1, StopReason.FAILED).astype(
-            jnp.int32
-        ),
+        stop_reason=jnp.where(
+            status == Status.SUCCESS, counts.stop_reason, StopReason.FAILED
+        ).astype(jnp.int32),
     )
 
 
@@ -467,15 +481,44 @@ def _attempt(ctx: _Context, c: _Loop) -> tuple[_Loop, _Step, Bool[Array, ""]]:
         dt=dt,
     )
     failed = ~accept & (dt < ctx.dtmin)
+    stop_reason, stop_evaluations = _stop_rules(ctx, y1, p.pieces, p.pins, solver_state)
     counts = _Counts(
         num_steps=c.counts.num_steps + 1,
         num_accepted_steps=c.counts.num_accepted_steps + accept.astype(jnp.int32),
-        num_evaluations=c.counts.num_evaluations + ctx.evaluations_per_step,
+        num_evaluations=c.counts.num_evaluations
+        + ctx.evaluations_per_step
+        + smooth.astype(jnp.int32) * stop_evaluations,
         status=jnp.where(
             failed, jnp.where(finite, Status.SOLVER_FAILURE, Status.NONFINITE), c.counts.status
         ).astype(jnp.int32),
+        stop_reason=jnp.where(smooth, stop_reason, c.counts.stop_reason).astype(jnp.int32),
     )
     return _Loop(position, output, counts), step, event
+
+
+def _stop_rules(ctx: _Context, state: State, pieces, pins, solver_state):
+    """The user's stop rules at the end of a step that moved the flow smoothly to `state`:
+    `StopReason.LOSS_TOLERANCE` if the loss is below `loss_tol`, else
+    `StopReason.STATIONARY` if the Filippov velocity (the gradient on the pattern, with
+    its pins' sliding) has $\\|\\dot\\theta\\| \\le$ `stationarity_tol`$\\cdot\\|\\theta\\|$, else
+    `StopReason.T1` (none holds). Checked after smooth steps only: a run that converges ends
+    with a run of them, on the pattern it converges on.
+
+    **Returns:** the reason, and the field evaluations it cost (none with an FSAL solver,
+    whose state after the step is the field at its end)."""
+    options = ctx.options
+    reason = jnp.asarray(StopReason.T1, jnp.int32)
+    evaluations = 0
+    if options.stationarity_tol is not None:
+        velocity = _last_stage(ctx.solver, solver_state)
+        if velocity is None:
+            velocity = ctx.field.evaluate(state, pieces, pins)[0]
+            evaluations = 1
+        stationary = _norm(velocity) <= options.stationarity_tol * _norm(state)
+        reason = jnp.where(stationary, StopReason.STATIONARY, reason)
+    if options.loss_tol is not None:
+        reason = jnp.where(ctx.loss(state) < options.loss_tol, StopReason.LOSS_TOLERANCE, reason)
+    return reason.astype(jnp.int32), evaluations
 
 
 def _control(ctx: _Context, t0, t1, y0: State, y1: State, y_error: State):
@@ -716,6 +759,18 @@ def _first_stage(solver, solver_state, velocity):
     if jax.tree_util.tree_structure(f0) != jax.tree_util.tree_structure(velocity):
         return None
     return jnp.zeros_like(first_step), velocity
+
+
+def _last_stage(solver, solver_state):
+    """The field at the end of an accepted step, as an FSAL `solver` keeps it for the next
+    step's first stage; None for a solver that does not."""
+    tableau = getattr(solver, "tableau", None)
+    if tableau is None or not tableau.fsal or solver_state is None:
+        return None
+    if isinstance(solver, Unrolled):
+        return solver_state
+    _, f0 = solver_state  # Diffrax's Runge–Kutta state (diffrax 0.7, `_SolverState`)
+    return f0
 
 
 def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, velocity, z, h_free):
