@@ -17,18 +17,35 @@ wall time per event, and ‖θ_flow(t1) − θ_GD(t1)‖ / ‖θ_flow(t1)‖.
 
     python benchmarks/relu_scaling.py --quick            # n = 64, 256
     python benchmarks/relu_scaling.py --n 64 256 1024 2048 4096 8192
+    python benchmarks/relu_scaling.py --cpus 1 --solver bosh3 --rtol 1e-8
+
+`--cpus k` runs the process on k CPUs (its affinity, as `taskset -c` does, set before JAX
+starts): XLA sizes its thread pool by it and splits even small element-wise ops across
+the pool, which an event-driven loop of ~10^4 small ops per event pays for in hand-offs
+between threads (on a shared machine, in waits for a busy core).
 """
 
 import argparse
+import os
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from w1 import machine_info
 
-import gradflow as gf
+if __name__ == "__main__" and "--cpus" in sys.argv:  # before JAX sizes its thread pool
+    os.sched_setaffinity(
+        0, sorted(os.sched_getaffinity(0))[: int(sys.argv[sys.argv.index("--cpus") + 1])]
+    )
+
+import diffrax as dfx  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from w1 import machine_info  # noqa: E402
+
+import gradflow as gf  # noqa: E402
+
+
+SOLVERS = {"tsit5": dfx.Tsit5, "bosh3": dfx.Bosh3, "dopri5": dfx.Dopri5}
 
 
 def problem(n: int, *, d: int = 2, m: int = 50, seed: int = 0, scale: float = 1e-6):
@@ -57,11 +74,14 @@ def timed(fn, *args, repeats: int = 1):
     return out, best, first
 
 
-def run(n, *, t1, eta, d, m, repeats, max_steps, check, gd):
+def run(n, *, t1, eta, d, m, repeats, max_steps, check, gd, rtol, solver):
     net, x, y = problem(n, d=d, m=m)
     exact = jax.jit(
-        lambda net, x, y: gf.gradient_flow(net, x, y, t1=t1, kinks="exact", max_steps=max_steps)
-    )
+        lambda net, x, y: gf.gradient_flow(
+            net, x, y, t1=t1, kinks="exact", max_steps=max_steps, rtol=rtol,
+            solver=SOLVERS[solver](),
+        )
+    )  # fmt: skip
     sol, wall, first = timed(exact, net, x, y, repeats=repeats)
     if not sol.succeeded:
         sys.exit(f"n={n}: the exact flow failed: {sol.message}")
@@ -95,12 +115,15 @@ def run(n, *, t1, eta, d, m, repeats, max_steps, check, gd):
     return row
 
 
-def main(ns, *, t1, eta, d, m, repeats, max_steps, check, gd):
+def main(ns, *, t1, eta, d, m, repeats, max_steps, check, gd, rtol, solver, cpus):
     print("# relu_scaling: exact ReLU flow vs gradient descent (issue 12)")
     for key, value in machine_info().items():
         print(f"# {key}: {value}")
     print(f"# command: python {' '.join(sys.argv)}")
-    print(f"# d={d} m={m} t1={t1:g} GD η={eta:g}; exact flow best of {repeats}, GD one timed run")
+    print(
+        f"# d={d} m={m} t1={t1:g} GD η={eta:g}; exact flow ({solver}, rtol={rtol:g}) best of "
+        f"{repeats}, GD one timed run; cpus={cpus or 'all'}"
+    )
     print()
     print(
         "| n | exact flow (s) | GD (s) | exact/GD | events | crossings | pins | accepted | "
@@ -109,7 +132,7 @@ def main(ns, *, t1, eta, d, m, repeats, max_steps, check, gd):
     print("|" + "---|" * 14)
     for n in ns:
         r = run(n, t1=t1, eta=eta, d=d, m=m, repeats=repeats, max_steps=max_steps, check=check,
-                gd=gd)  # fmt: skip
+                gd=gd, rtol=rtol, solver=solver)  # fmt: skip
         gd_cols = f"{r['gd_s']:.2f} | {r['ratio']:.2f} |" if gd else "– | – |"
         print(
             f"| {n} | {r['exact_s']:.2f} | {gd_cols} {r['events']} | {r['crossings']} | "
@@ -132,6 +155,9 @@ if __name__ == "__main__":
     parser.add_argument("--max-steps", type=int, default=1_000_000)
     parser.add_argument("--check", type=float, default=1e-2, help="largest distance to GD")
     parser.add_argument("--no-gd", dest="gd", action="store_false", help="time the flow only")
+    parser.add_argument("--rtol", type=float, default=1e-10, help="the exact flow's rtol")
+    parser.add_argument("--solver", choices=sorted(SOLVERS), default="tsit5")
+    parser.add_argument("--cpus", type=int, default=None, help="run on this many CPUs")
     args = vars(parser.parse_args())
     ns = [64, 256] if args.pop("quick") else args.pop("n")
     args.pop("n", None)

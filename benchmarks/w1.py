@@ -297,6 +297,8 @@ def machine_info() -> dict[str, str]:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "cpu": f"{cpu} ({os.cpu_count()} logical CPUs)",
+        # XLA sizes its CPU thread pool by the process's affinity (`taskset`).
+        "cpus this process may use": str(sorted(os.sched_getaffinity(0))),
         "python": platform.python_version(),
         "versions": (
             f"jax {jax.__version__}, diffrax {diffrax.__version__}, "

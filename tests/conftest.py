@@ -32,8 +32,25 @@ def _compile_quickly() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
 
 
+def _one_core_per_worker() -> None:
+    """Each pytest-xdist worker on a core of its own (its CPU affinity, which JAX reads
+    when it sizes XLA's thread pool, so set before JAX starts). XLA otherwise splits even
+    a [50, 64] element-wise op across a pool of all cores, and with one worker per core
+    every split waits for a core the other worker holds: the exact flows' event loops,
+    thousands of small ops per event, spend most of their time in those hand-offs.
+    `GRADFLOW_TEST_AFFINITY=0` keeps the affinity as it is."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if os.environ.get("GRADFLOW_TEST_AFFINITY") == "0" or not worker.startswith("gw"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if len(cpus) > 1 and workers >= len(cpus):
+        os.sched_setaffinity(0, {cpus[int(worker[2:]) % len(cpus)]})
+
+
 _share_compiled_programs()
 _compile_quickly()
+_one_core_per_worker()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

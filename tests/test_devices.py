@@ -47,6 +47,12 @@ _SCRIPT = textwrap.dedent(
 )
 
 
+def _all_cpus() -> None:
+    """A child process may use every CPU of the machine, not only its test worker's one
+    (see conftest): several host devices need threads to run side by side."""
+    os.sched_setaffinity(0, range(os.cpu_count()))
+
+
 def _xla_flags(flag: str) -> str:
     """The session's XLA flags (see conftest) with `flag` added, for a child process."""
     return f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
@@ -57,7 +63,12 @@ def _xla_flags(flag: str) -> str:
 def test_sharded_ensemble_equals_single_device():
     env = os.environ | {"XLA_FLAGS": _xla_flags("--xla_force_host_platform_device_count=4")}
     result = subprocess.run(
-        [sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_all_cpus,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("OK")
@@ -113,7 +124,7 @@ def test_implicit_phase_on_two_host_devices_does_not_hang():
     env = os.environ | {"XLA_FLAGS": _xla_flags("--xla_force_host_platform_device_count=2")}
     result = subprocess.run(
         [sys.executable, "-c", _HANG_SCRIPT], env=env, capture_output=True, text=True,
-        timeout=400,
+        timeout=400, preexec_fn=_all_cpus,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("OK")
