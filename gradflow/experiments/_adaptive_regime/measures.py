@@ -208,11 +208,10 @@ def grown(a, W, b, floor) -> np.ndarray:
 PIN = 1  # gradflow.EventKind.PIN
 
 
-def pin_table(events, m: int | None = None) -> list[dict]:
-    """The pins of one run's event log (a `gradflow.EventLog` or its fields as NumPy
-    arrays): one dict per pin with `neuron`, `point`, `time_in`, `time_out` (NaN: held at
-    the end of the run), `held` (its duration, up to `t_stop` if still held: see
-    `pin_durations`)."""
+def pin_table(events) -> list[dict]:
+    """The pins of one run's event log (a `gradflow.EventLog` of one run, or anything with
+    its fields as arrays): one dict per pin with `neuron`, `point`, `time_in` and
+    `time_out` (NaN: held at the end of the run; durations: `pin_durations`)."""
     kind = np.asarray(events.kind)
     rows = []
     for e in np.flatnonzero(kind == PIN):

@@ -313,8 +313,10 @@ def example(
         raise ValueError(f"`dim` must be 1 (the line) or 2 (the three points), got {dim!r}.")
     x, y = config.data_2d() if dim == 2 else config.data_1d()
     key = jax.random.fold_in(jax.random.key(config.seed), dim)
-    directory = _directory(checkpoint_dir, f"example{dim}d", config.activation, config.width,
-                           config.scale)  # fmt: skip
+    directory = _directory(
+        checkpoint_dir, config, f"example{dim}d", config.activation, f"m{config.width}",
+        config.scale, f"seeds{config.num_seeds}",
+    )  # fmt: skip
     sol, _ = run_ensemble(
         config, x, y, activation=config.activation, width=config.width, scale=config.scale,
         num_seeds=config.num_seeds, key=key, progress=progress, checkpoint_dir=directory,
@@ -360,7 +362,8 @@ def sweep(config: AdaptiveRegimeConfig, *, progress: bool = False, checkpoint_di
         for j, width in enumerate(M):
             for k, scale in enumerate(E):
                 key = jax.random.fold_in(jax.random.key(config.seed + 1), width)
-                directory = _directory(checkpoint_dir, "sweep", activation, width, scale)
+                directory = _directory(checkpoint_dir, config, "sweep", activation, f"m{width}",
+                                       scale, f"seeds{S}")  # fmt: skip
                 sol, _ = run_ensemble(
                     config, x, y, activation=activation, width=width, scale=scale,
                     num_seeds=S, key=key, progress=progress, checkpoint_dir=directory,
@@ -389,11 +392,22 @@ def sweep(config: AdaptiveRegimeConfig, *, progress: bool = False, checkpoint_di
     )
 
 
-def _directory(checkpoint_dir, *parts):
+def _directory(checkpoint_dir, config: AdaptiveRegimeConfig, *parts):
+    """A checkpoint directory per ensemble: readable parts, and a digest of every setting
+    that changes its flows (so a changed configuration gets a new directory instead of
+    the store's refusal of a different run's chunks)."""
     if checkpoint_dir is None:
         return None
+    import hashlib
+
+    settings = (
+        config.points_2d, config.targets_2d, config.points_1d, config.targets_1d, config.t1,
+        config.num_times, config.loss_tol, config.stationarity_tol, config.rtol,
+        config.max_steps, config.max_events, config.seed,
+    )  # fmt: skip
+    digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:8]
     name = "_".join(str(p) if not isinstance(p, float) else f"{p:g}" for p in parts)
-    return str(pathlib.Path(checkpoint_dir) / name)
+    return str(pathlib.Path(checkpoint_dir) / f"{name}_{digest}")
 
 
 # ---------------------------------------------------------------------------------------
