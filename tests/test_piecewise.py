@@ -143,6 +143,26 @@ def test_stop_rules_on_a_pinned_flow():
             assert float(sol.final_loss) < loss_tol
 
 
+def test_flow_moves_on_past_a_tangent_release_at_rest():
+    # Three points fitted to a loss of ~1e-21 by t = 36.7, where four pins on point 2 are
+    # released: the released entries sit on their kink with one-sided rates ~ 0 that say
+    # "turn back" while every step carries them out. That event changed nothing, recurred
+    # at every step and the flow stood at t = 36.69 until max_steps (the adaptive-regime
+    # experiment found it). Now it reaches t1 in about as many steps again as it took to
+    # the release, still at rest.
+    x = jnp.array([[-1.0, -0.5], [1.0, -0.5], [0.0, 1.0]])
+    y = jnp.array([1.0, 1.0, -1.0])
+    net = gf.random_net(
+        jax.random.key(0), width=10, dim=2, scale=1e-2, bias=True, distribution="sphere"
+    )
+    sol = gf.gradient_flow(net, x, y, t1=100.0, max_steps=2000)
+    assert sol.succeeded and float(sol.t_stop) == 100.0
+    assert int(sol.num_steps) < 600
+    events = sol.observables["events"]
+    assert float(jnp.max(jnp.where(jnp.isnan(events.time_out), 0.0, events.time_out))) > 36
+    assert float(sol.final_loss) < 1e-19
+
+
 # --------------------------------------------------------------------------------------
 # One breakplane pinned by two points in 2-D.
 #

@@ -143,6 +143,13 @@ class _Position(eqx.Module):
     solver_state: PyTree
     made_jump: Bool[Array, ""]  # the field changed at `t`: no first-same-as-last reuse
     dt: Float[Array, ""]
+    # The last event, at the start of its step, changed nothing: an entry on its kink
+    # whose one-sided rates there say it turns back, while the step carries it out — a
+    # tangency (both rates ~ 0, e.g. at a fitted net's rest point), decided at a higher
+    # order than the rates see. Left alone, the same event recurs at every step and the
+    # flow stands still; instead the next step carries such entries past their kink, and
+    # the event after it is decided where their rates are no longer tangent.
+    grazing: Bool[Array, ""]
 
 
 class _Step(eqx.Module):
@@ -216,6 +223,7 @@ class _Context(eqx.Module):
     options: FlowOptions
     time_unit: Float[Array, ""]
     dtmin: Float[Array, ""]
+    input_scale: Float[Array, ""]  # max_i ‖x̃_i‖
     activation: AbstractActivation = eqx.field(static=True)
     dim: int = eqx.field(static=True)
     bias: bool = eqx.field(static=True)
@@ -317,6 +325,7 @@ def _start(net, data, options, breakplanes) -> tuple[_Context, _Position]:
         options=options,
         time_unit=time_unit,
         dtmin=options.dtmin * time_unit,
+        input_scale=jnp.max(jnp.linalg.norm(inputs, axis=1)),
         activation=net.activation,
         dim=d,
         bias=bias,
@@ -333,6 +342,7 @@ def _start(net, data, options, breakplanes) -> tuple[_Context, _Position]:
         solver_state=ctx.solver.init(ctx.term, t0, ctx.t1, state, (pieces, no_pins)),
         made_jump=jnp.asarray(False),
         dt=jnp.minimum(0.01 * time_unit, ctx.t1),
+        grazing=jnp.asarray(False),
     )
     return ctx, position
 
@@ -449,7 +459,10 @@ def _attempt(ctx: _Context, c: _Loop) -> tuple[_Loop, _Step, Bool[Array, ""]]:
     )
     finite, accept, dt = _control(ctx, p.t, t_next, p.state, y1, y_error)
     h_free1, h_pin1 = _end_margins(ctx.field, y1, p.pieces, p.pins)
-    candidates_free, candidates_pin = h_free1 < 0, h_pin1 < 0
+    # After an event that changed nothing at the step's start (see `_Position.grazing`),
+    # the entries on their kink there are stepped past it once.
+    on_kink = p.grazing & (p.h_free <= _rounding(ctx, p.state))
+    candidates_free, candidates_pin = (h_free1 < 0) & ~on_kink, h_pin1 < 0
     step = _Step(
         p.t,
         t_next,
@@ -479,6 +492,7 @@ def _attempt(ctx: _Context, c: _Loop) -> tuple[_Loop, _Step, Bool[Array, ""]]:
         solver_state=select(accept, solver_state, p.solver_state),
         made_jump=jnp.where(accept, ~smooth, p.made_jump),
         dt=dt,
+        grazing=p.grazing & ~smooth,
     )
     failed = ~accept & (dt < ctx.dtmin)
     stop_reason, stop_evaluations = _stop_rules(ctx, y1, p.pieces, p.pins, solver_state)
@@ -519,6 +533,14 @@ def _stop_rules(ctx: _Context, state: State, pieces, pins, solver_state):
     if options.loss_tol is not None:
         reason = jnp.where(ctx.loss(state) < options.loss_tol, StopReason.LOSS_TOLERANCE, reason)
     return reason.astype(jnp.int32), evaluations
+
+
+def _rounding(ctx: _Context, state: State) -> Float[Array, "m 1"]:
+    """How far from its kink rounding alone may put a pre-activation $z_{ki} = \\tilde w_k
+    \\cdot \\tilde x_i$: a few ulps of $\\|\\tilde w_k\\| \\max_i \\|\\tilde x_i\\|$, its
+    largest possible size."""
+    eps = jnp.finfo(ctx.field.inputs.dtype).eps
+    return 16 * eps * jnp.linalg.norm(state[1], axis=1, keepdims=True) * ctx.input_scale
 
 
 def _control(ctx: _Context, t0, t1, y0: State, y1: State, y_error: State):
@@ -683,6 +705,7 @@ class _Outcome(eqx.Module):
     log: EventLog
     out_of_pins: Bool[Array, ""]
     crossed: Bool[Array, ""]
+    changed: Bool[Array, ""]  # the pattern changed (not an entry turned back)
     velocity: State
     alpha: Float[Array, "m D"]
 
@@ -730,6 +753,7 @@ def _apply_event(ctx: _Context, step: _Step, t_event, c: _Loop) -> _Loop:
         solver_state=solver_state,
         made_jump=made_jump,
         dt=p.dt,
+        grazing=(t_event <= step.t0) & ~out.changed,
     )
     # The field at the event, the other side's at a kink; when not a crossing, the
     # margins on the new pattern and the solver's first stage there.
@@ -824,7 +848,7 @@ def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, velo
     pin_record = jnp.where(pin, p.pin_record.at[k, free_pin].set(log.num_events), p.pin_record)
     return _Outcome(
         new_state, pieces, pins, pin_record, new_log, out_of_pins=slides & ~has_free_pin,
-        crossed=crosses, velocity=other_velocity, alpha=other_alpha,
+        crossed=crosses, changed=pin | crosses, velocity=other_velocity, alpha=other_alpha,
     )  # fmt: skip
 
 
@@ -841,8 +865,8 @@ def _release(ctx: _Context, p: _Position, log: EventLog, t_event, state, velocit
     pin_record = p.pin_record.at[k, j].set(-1)
     no = jnp.asarray(False)
     return _Outcome(
-        state, pieces, pins, pin_record, log, out_of_pins=no, crossed=no, velocity=velocity,
-        alpha=alpha,
+        state, pieces, pins, pin_record, log, out_of_pins=no, crossed=no, changed=~no,
+        velocity=velocity, alpha=alpha,
     )  # fmt: skip
 
 
