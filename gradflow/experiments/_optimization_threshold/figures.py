@@ -21,10 +21,11 @@ def loss_figure(datasets: dict, dim: int, sigma2: float):
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    floor = 1e-6 * sigma2  # interpolating runs reach 1e-20 and below: drawn at the floor
     for i, (width, ds) in enumerate(sorted(datasets.items())):
         n = ds.n.values
         for name, style in (("train_mse", "-o"), ("test_mse", "--s")):
-            lo, mid, hi = _quartiles(ds[name].values)
+            lo, mid, hi = np.maximum(_quartiles(ds[name].values), floor)
             left.plot(
                 n, mid, style, color=colors[i], ms=4, label=f"{name.split('_')[0]}, m = {width}"
             )
@@ -39,13 +40,26 @@ def loss_figure(datasets: dict, dim: int, sigma2: float):
     ds = next(iter(datasets.values()))
     n = ds.n.values
     left.plot(
-        n, np.nanmedian(ds["ols_train_mse"].values, axis=1), ":", color="k", label="OLS train"
+        n,
+        np.maximum(np.nanmedian(ds["ols_train_mse"].values, axis=1), floor),
+        ":",
+        color="k",
+        label="OLS train",
     )
-    left.plot(n, np.nanmedian(ds["ols_test_mse"].values, axis=1), "-.", color="k", label="OLS test")
+    left.plot(
+        n,
+        np.maximum(np.nanmedian(ds["ols_test_mse"].values, axis=1), floor),
+        "-.",
+        color="k",
+        label="OLS test",
+    )
     left.axhline(sigma2, color="0.5", lw=1)
     left.text(n[0], sigma2 * 1.05, "σ²", color="0.4")
     left.set_xscale("log")
-    left.set_yscale("symlog", linthresh=1e-3 * sigma2)
+    left.set_yscale("log")
+    left.set_ylim(floor / 3, None)
+    left.axhline(floor, color="0.85", lw=0.8)
+    left.text(n[-1], floor * 1.5, "below: drawn at 1e-6 σ²", color="0.5", fontsize=7, ha="right")
     left.set_xlabel("n")
     left.set_ylabel("MSE (median, quartiles)")
     left.set_title(f"d = {dim}: training and population MSE of the flow's end point", fontsize=9)
@@ -149,6 +163,9 @@ def directions_figure(ds, picks):
         run = ds.sel(n=n, seed=seed)
         W, a = run["W_t"].values, run["a_t"].values  # (T, m, 2), (T, m)
         angle = np.degrees(np.arctan2(W[..., 1], W[..., 0]))
+        # Break the line where the angle wraps around ±180°.
+        wrap = np.abs(np.diff(angle, axis=0)) > 180
+        angle[1:][wrap] = np.nan
         weight = np.abs(a[-1]) * np.linalg.norm(W[-1], axis=-1)
         alpha = 0.15 + 0.85 * weight / max(weight.max(), 1e-300)
         for j in range(W.shape[1]):

@@ -36,6 +36,7 @@ RUN_COLUMNS = [
     "t_stop",
     "settle_time",
     "num_events",
+    "num_steps",
     "status",
     "clusters",
     "alignment_time",
@@ -52,6 +53,13 @@ def _load() -> str:
         return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
         return "load average unknown"
+
+
+def stored_dataset(ds):
+    """What `blocks/*.nc` keep of a dataset: everything but the saved nets themselves
+    (`W_t`, `a_t`, most of the bytes), which are kept in $d = 2$ only (the directions
+    figure's); the loss and $\\|\\theta\\|$ at the save times are kept everywhere."""
+    return ds if int(ds.attrs["dim"]) == 2 else ds.drop_vars(["W_t", "a_t"])
 
 
 def run_table(datasets: dict):
@@ -128,7 +136,7 @@ def _reproduce(out_dir, quick, progress, config, command, checkpoint_dir) -> dic
         for d, ds in group.items():
             datasets[(d, m)] = ds
             try:
-                ds.to_netcdf(out / "blocks" / f"d{d}_m{m}.nc")
+                stored_dataset(ds).to_netcdf(out / "blocks" / f"d{d}_m{m}.nc")
             except (ImportError, ValueError) as error:  # no netCDF writer installed
                 print(f"d{d}_m{m}.nc not written ({error})")
     runs = run_table(datasets)

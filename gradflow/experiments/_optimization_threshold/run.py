@@ -237,6 +237,8 @@ def measure_runs(
             for name, v in per_neuron.items()
         }
     )
+    data_vars["a_end"] = (("n", "seed", "neuron"), a_end.reshape(*shape, width))
+    data_vars["W_end"] = (("n", "seed", "neuron", "coord"), W_end.reshape(*shape, width, dim))
     data_vars["extremal_directions"] = (
         ("n", "seed", "sign", "coord"),
         directions.reshape(*shape, 2, dim),
@@ -361,8 +363,9 @@ def compare_methods(config: ThresholdConfig, flows: xr.Dataset, *, progress=Fals
                 lambda v: v[0], initial_nets(config, dim, width, key[None])
             )
             flow = flows.sel(n=n, seed=s)
-            W_flow = flow["W_t"].values[-1]
-            a_flow = flow["a_t"].values[-1]
+            # The end state (a run stopped before t1 has NaN at the later save times).
+            W_flow = flow["W_end"].values
+            a_flow = flow["a_end"].values
             ols = ms.ols_fit(x, y)
             ends = {"flow": (a_flow, W_flow)}
             for method in methods[1:]:
