@@ -7,6 +7,7 @@ import math
 
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 
 import gradflow as gf
@@ -231,3 +232,12 @@ def test_quick_reproduction(tmp_path):
     runs = sum(len(s) for specs in ot.blocks(config).values() for _, s in specs)
     assert summary["runs"] == runs * config.num_seeds
     assert "n*" in ot.summary_text(summary)
+    # The quick config stops each exact flow at its stop rules: interpolating runs end
+    # early with a loss under a tenth of the tolerance, converged ones at stationarity.
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    early = runs["t_stop"] < config.t1
+    assert early.any()
+    done = (runs["train_mse"] < 0.1 * config.interpolation_tol * config.noise**2 * (1 + 1e-9)) | (
+        runs["stationarity"] <= config.stationarity_tol
+    )
+    assert done[early & (runs["status"] == 0)].all()

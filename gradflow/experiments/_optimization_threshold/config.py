@@ -63,7 +63,11 @@ class ThresholdConfig(eqx.Module):
     - `t1`, `num_times`: the flow's horizon and its log-spaced save times (from
       `t_first`); `max_steps`: the solver's step budget per run (an interpolating run's
       late phase is stiff for the explicit steps between events; one that exhausts the
-      budget counts as not converged).
+      budget counts as not converged). `stop_early=True` passes the exact flow's stop
+      rules: `stationarity_tol` (a converged run stops there) and a `loss_tol` of a tenth
+      of the interpolation tolerance on ½·MSE (an interpolating run stops once that is
+      certain: the loss never rises along the flow). The committed full run has
+      `stop_early=False` (its chunks predate the rules); the quick run uses them.
     - `stationarity_tol`: a run has converged when $\\|\\dot\\theta\\|/\\|\\theta\\| \\le$ this
       at its end.
     - `interpolation_tol`: a run interpolates when its training MSE is below this
@@ -116,6 +120,7 @@ class ThresholdConfig(eqx.Module):
     descent_t1: float = 3000.0
     test_samples: int = 100_000
     max_steps: int = 30_000
+    stop_early: bool = False
     chunk_size: int = 10
 
     def __check_init__(self):
@@ -267,5 +272,6 @@ def quick_config() -> ThresholdConfig:
         descent_t1=200.0,
         test_samples=10_000,
         max_steps=20_000,
+        stop_early=True,
         chunk_size=6,
     )

@@ -166,7 +166,8 @@ def directions_figure(ds, picks):
         # Break the line where the angle wraps around ±180°.
         wrap = np.abs(np.diff(angle, axis=0)) > 180
         angle[1:][wrap] = np.nan
-        weight = np.abs(a[-1]) * np.linalg.norm(W[-1], axis=-1)
+        # The end state (saved values after a run's stop time are NaN).
+        weight = np.abs(run["a_end"].values) * np.linalg.norm(run["W_end"].values, axis=-1)
         alpha = 0.15 + 0.85 * weight / max(weight.max(), 1e-300)
         for j in range(W.shape[1]):
             ax.plot(

@@ -108,6 +108,12 @@ def run_group(
     nets = initial_net_table(config, specs, width, dim_max, num_seeds)
     if checkpoint_dir is not None:
         checkpoint_dir = pathlib.Path(checkpoint_dir) / f"relu_m{width}"
+    stop_rules = {}
+    if config.stop_early:
+        stop_rules = dict(
+            stationarity_tol=config.stationarity_tol,
+            loss_tol=0.05 * config.interpolation_tol * config.noise**2,  # ½·MSE, a tenth
+        )
     start = time.perf_counter()
     with warnings.catch_warnings():
         # Only the number of events is read; their log is kept short on purpose.
@@ -123,6 +129,7 @@ def run_group(
             max_events=8,
             max_steps=config.max_steps,
             chunk_size=config.chunk_size,
+            **stop_rules,
             progress=progress,
             checkpoint_dir=checkpoint_dir,
         )
