@@ -85,11 +85,11 @@ class DigitsConfig(eqx.Module):
     adaptive_width: int = 32
     adaptive_init: str = "outer"
     init_scale: float = 1e-3
-    max_steps: int = 20_000
+    max_steps: int = 10_000
     adaptive_t1: float = 3000.0
     loss_tol: float = 0.05
     rtol: float = 1e-8
-    relu_learning_rate: float = 0.05
+    relu_learning_rate: float = 0.1
     num_times: int = 200
     band_centre: float = 2.0
     band_width: float = 0.25

@@ -25,9 +25,10 @@ DESCRIPTION = (
 )
 
 
-def _load_or_run(directory, name: str, compute, seconds: dict):
+def _load_or_run(directory, name: str, compute, seconds: dict, loads: dict):
     """The dataset `name` from `directory` if a previous run left it there (its compute
-    time from `seconds.json` there), else `compute()`, timed, and saved there."""
+    time and the load average when it ended from `seconds.json` there), else
+    `compute()`, timed, and saved there."""
     import xarray as xr
 
     path = directory and directory / f"{name}.nc"
@@ -35,21 +36,27 @@ def _load_or_run(directory, name: str, compute, seconds: dict):
     if path is not None and path.exists():
         kept = json.loads(record.read_text()) if record.exists() else {}
         seconds[name] = kept.get(name, float("nan"))
+        loads[name] = kept.get("load_average", {}).get(name)
         return xr.load_dataset(path)
     start = time.perf_counter()
     ds = compute()
     seconds[name] = time.perf_counter() - start
+    loads[name] = [round(v, 2) for v in os.getloadavg()]
     if path is not None:
+        for variable in ds.variables.values():
+            variable.encoding.pop("char_dim_name", None)
         ds.to_netcdf(path)
         kept = json.loads(record.read_text()) if record.exists() else {}
         kept[name] = seconds[name]
+        kept.setdefault("load_average", {})[name] = loads[name]
         record.write_text(json.dumps(kept, indent=2) + "\n")
     return ds
 
 
 def run_all(config: DigitsConfig, *, progress: bool = False, checkpoint_dir=None):
-    """`(kernel, adaptive, seconds)`: both regimes, the adaptive one activation by
-    activation, and the seconds each part took to compute; with `checkpoint_dir`, each
+    """`(kernel, adaptive, seconds, loads)`: both regimes, the adaptive one activation by
+    activation, the seconds each part took to compute and the load average (1, 5, 15
+    min) when it ended; with `checkpoint_dir`, each
     finished part is kept there as NetCDF (with its seconds in `seconds.json`) and a
     rerun with the same directory reuses it (so an interrupted run loses at most one
     activation's adaptive flow)."""
@@ -69,9 +76,9 @@ def run_all(config: DigitsConfig, *, progress: bool = False, checkpoint_dir=None
                 "empty directory (or the one of this configuration)."
             )
         stamp.write_text(text)
-    seconds = {}
+    seconds, loads = {}, {}
     kernel = _load_or_run(
-        directory, "kernel", lambda: kernel_regime(config, progress=progress), seconds
+        directory, "kernel", lambda: kernel_regime(config, progress=progress), seconds, loads
     )
     parts = []
     for name in config.activations:
@@ -82,10 +89,11 @@ def run_all(config: DigitsConfig, *, progress: bool = False, checkpoint_dir=None
                 f"adaptive_{name}",
                 lambda one=one: adaptive_regime(one, progress=progress),
                 seconds,
+                loads,
             )
         )
     adaptive = xr.concat(parts, "activation", data_vars="all", coords="minimal", compat="override")
-    return kernel, adaptive, seconds
+    return kernel, adaptive, seconds, loads
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -115,14 +123,17 @@ def reproduce(
     out.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
     command = command or f"gradflow reproduce digits{' --quick' if quick else ''}"
-    load_before = os.getloadavg()
-    kernel, adaptive, seconds = run_all(config, progress=progress, checkpoint_dir=checkpoint_dir)
+    kernel, adaptive, seconds, loads = run_all(
+        config, progress=progress, checkpoint_dir=checkpoint_dir
+    )
 
     def save(fig, name):
         fig.savefig(out / f"{name}.png", dpi=110)
         plt.close(fig)
 
     for ds, name in ((kernel, "kernel"), (adaptive, "adaptive")):
+        for variable in ds.variables.values():
+            variable.encoding.pop("char_dim_name", None)
         ds.to_netcdf(out / f"{name}.nc")
 
     # Accuracies, one row per (regime, activation, seed).
@@ -228,6 +239,9 @@ def reproduce(
         adaptive_reached=dict(
             zip(config.activations, map(int, (adaptive["status"] == 0).sum("seed").values))
         ),
+        adaptive_stopped_at_max_steps={
+            a: int((adaptive["status"].sel(activation=a) == 2).sum()) for a in config.activations
+        },
         adaptive_steps={
             a: float(adaptive["steps"].sel(activation=a).max()) for a in config.activations
         },
@@ -257,8 +271,7 @@ def reproduce(
         adaptive_seconds={
             a: float(adaptive["seconds"].sel(activation=a)) for a in config.activations
         },
-        load_average_before=[round(v, 2) for v in load_before],
-        load_average_after=[round(v, 2) for v in os.getloadavg()],
+        load_average_at_end=loads,
         machine=f"{platform.platform()}, {jax.default_backend()}, {os.cpu_count()} cores",
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -304,6 +317,7 @@ def summary_text(summary: dict) -> str:
             f"  {a:9s} kernel at loss_tol {_pm(summary['kernel_at_tol'][a])}, kernel limit "
             f"{_pm(summary['kernel_limit'][a])}, adaptive {_pm(summary['adaptive'][a])} "
             f"({summary['adaptive_reached'][a]}/{summary['seeds']} seeds reached loss_tol, "
+            f"{summary['adaptive_stopped_at_max_steps'][a]} stopped at max_steps, "
             f"t_stop {_pm(summary['adaptive_t_stop'][a], 0)}, at most "
             f"{summary['adaptive_steps'][a]:.0f} steps, median ‖w_k‖ at the end "
             f"{_pm(summary['adaptive_weight_norm'][a], 2)}, ‖W − W_0‖/‖W_0‖ "
@@ -340,7 +354,8 @@ def summary_text(summary: dict) -> str:
     lines.append(
         "seconds: "
         + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items())
-        + f"; load average (1, 5, 15 min) before {summary['load_average_before']}, after "
-        f"{summary['load_average_after']}; {summary['machine']}"
+        + "; load average (1, 5, 15 min) when each part ended: "
+        + ", ".join(f"{k} {v}" for k, v in summary["load_average_at_end"].items())
+        + f"; {summary['machine']}"
     )
     return "\n".join(lines)

@@ -347,14 +347,17 @@ def _descent(config: DigitsConfig, nets, x, y):
 
 
 def adaptive_regime(config: DigitsConfig, *, progress: bool = False):
-    """Small init, all weights trained: for every activation the flow from
-    `adaptive_nets` on each seed's training set until the loss is below `loss_tol` (or
-    `adaptive_t1`); ReLU by gradient descent (`_descent`).
+    """Every weight trained from `adaptive_nets` (a small outer layer, or all small):
+    for every activation the flow on each seed's training set until the loss is below
+    `loss_tol` (or `adaptive_t1`, or `max_steps`); ReLU by gradient descent
+    (`_descent`).
 
     Variables `(activation, seed)`: `test_accuracy`, `train_loss`, `t_stop`, `steps`
-    (solver steps, or GD steps), `status` (0 = reached `loss_tol`), `weight_norm` (the
-    median $\\|w_k\\|$ at the end: the frequency scale the hidden layer learned); the
-    frequency measures as in `kernel_regime`; attrs: seconds per activation."""
+    (solver steps, or GD steps), `status` (0: reached `loss_tol`; 1: reached
+    `adaptive_t1` above it; 2: the solver stopped first, at `max_steps` or on a
+    failure), `weight_norm` (the median $\\|w_k\\|$ at the end: the frequency scale the
+    hidden layer learned), `hidden_move` ($\\|W - W_0\\|/\\|W_0\\|$); the frequency
+    measures as in `kernel_regime`; `seconds (activation)`."""
     images, labels = images_and_labels(config)
     data = [seed_data(config, images, labels, s) for s in range(config.num_seeds)]
     x = jnp.asarray(np.stack([d["x"] for d in data]))
