@@ -72,6 +72,8 @@ def scales_figure(kernel):
                         capsize=2, color=_colour(name), lw=1,
                         label=name if variable == "test_accuracy_at_tol" else None)  # fmt: skip
     ax.set_xscale("log")
+    ax.set_xticks(scales, [f"{s:g}" for s in scales])
+    ax.minorticks_off()
     ax.set(xlabel="frequency scale σ (w = σz, b = σζ)", ylabel="test accuracy",
            title="kernel regime: at loss_tol (solid), limit (dashed)")  # fmt: skip
     ax.legend(fontsize=8)
