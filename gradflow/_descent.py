@@ -55,10 +55,12 @@ def gradient_descent(
             "`learning_rate` and `t1` set the number of steps and must be concrete "
             "numbers, not traced values; close over them instead of vmapping them."
         )
+    # From the number as given: under `jit`, `check_times` returns it as a traced array.
+    steps_exact = float(t1) / learning_rate
     t1, ts = check_times(t1, ts, x.dtype)
-    num_steps = int(np.rint(float(t1) / learning_rate))
+    num_steps = int(np.rint(steps_exact))
     if num_steps < 1:
-        raise ValueError(f"`t1` / `learning_rate` = {float(t1) / learning_rate} is under one step.")
+        raise ValueError(f"`t1` / `learning_rate` = {steps_exact} is under one step.")
     check_reduction(reduction)
     trainable = check_trainable(net, trainable)
     optimizer = optax.sgd(learning_rate) if optimizer is None else optimizer

@@ -64,7 +64,8 @@ def test_descent_vmaps_over_nets(getkey):
         jax.random.split(getkey(), 3)
     )
     run = lambda n: gf.gradient_descent(n, x, y, learning_rate=0.01, t1=1.0)  # noqa: E731
-    batched = jax.vmap(run)(nets)
+    # Under `jit` too: `t1` (a Python number) still sets the number of steps.
+    batched = jax.jit(jax.vmap(run))(nets)
     single = run(jax.tree_util.tree_map(lambda v: v[1], nets))
     # The same arithmetic per seed, up to XLA ordering batched sums differently: 1e-13
     # relative to ‖θ‖.
