@@ -47,10 +47,11 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _all_cpus() -> None:
-    """A child process may use every CPU of the machine, not only its test worker's one
-    (see conftest): several host devices need threads to run side by side."""
-    os.sched_setaffinity(0, range(os.cpu_count()))
+# A child process may use every CPU of the machine, not only its test worker's one (see
+# conftest): several host devices need threads to run side by side. Set in the child, before
+# JAX starts (a pre-exec function would fork this multithreaded process, which JAX warns
+# about).
+_ALL_CPUS = "import os; os.sched_setaffinity(0, range(os.cpu_count()))\n"
 
 
 def _xla_flags(flag: str) -> str:
@@ -63,12 +64,11 @@ def _xla_flags(flag: str) -> str:
 def test_sharded_ensemble_equals_single_device():
     env = os.environ | {"XLA_FLAGS": _xla_flags("--xla_force_host_platform_device_count=4")}
     result = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
+        [sys.executable, "-c", _ALL_CPUS + _SCRIPT],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=_all_cpus,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("OK")
@@ -123,8 +123,8 @@ _HANG_SCRIPT = textwrap.dedent(
 def test_implicit_phase_on_two_host_devices_does_not_hang():
     env = os.environ | {"XLA_FLAGS": _xla_flags("--xla_force_host_platform_device_count=2")}
     result = subprocess.run(
-        [sys.executable, "-c", _HANG_SCRIPT], env=env, capture_output=True, text=True,
-        timeout=400, preexec_fn=_all_cpus,
+        [sys.executable, "-c", _ALL_CPUS + _HANG_SCRIPT], env=env, capture_output=True, text=True,
+        timeout=400,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("OK")
