@@ -4,9 +4,10 @@ Each exact flow is its own event loop: one solver step per iteration, and the ev
 (located on the step's dense output, then applied). Seeds can share one loop in
 **lockstep** (`jax.vmap` of the flow: every seed takes as many iterations as the slowest
 one, and every iteration does what any seed's event needs), or run **one after another**
-in one compiled loop (`jax.lax.map`, what `flow_ensemble` does for kinked activations), or
-one after another on each of several host devices (`flow_ensemble(..., devices=...)`, a
-share of the seeds per device; set `--devices k` to simulate k CPU devices).
+in one compiled loop (`jax.lax.map`, what `flow_ensemble` does for kinked activations).
+(Several host CPU devices, each running its share one after another, are refused by
+`flow_ensemble`: the sliding field's per-neuron LU solves, batched over neurons, can deadlock
+XLA:CPU's thread pool when two host devices run at once; see `gradflow/_sharding.py`.)
 
 Printed per schedule: wall time of a second call (the first compiles), the loop iterations
 each seed needed, the **lockstep efficiency** Σ_i iterations_i / (S · max_i iterations_i)
@@ -20,7 +21,6 @@ init 1e-3, t1 = 200) and `relu-scaling` (the issue-12 problem at n = 64, t1 = 10
 
     python benchmarks/exact_ensemble.py --seeds 16
     python benchmarks/exact_ensemble.py --problem relu-scaling --seeds 4 --cpus 1
-    python benchmarks/exact_ensemble.py --devices 2 --seeds 16
 """
 
 import argparse
@@ -30,11 +30,7 @@ import time
 
 
 def _preset_environment(argv) -> None:
-    """The host device count and the CPU affinity are read when JAX starts."""
-    if "--devices" in argv:
-        count = argv[argv.index("--devices") + 1]
-        flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}"
+    """The CPU affinity is read when JAX starts."""
     if "--cpus" in argv:
         cpus = sorted(os.sched_getaffinity(0))[: int(argv[argv.index("--cpus") + 1])]
         os.sched_setaffinity(0, cpus)
@@ -80,7 +76,7 @@ def timed(f, *args):
     return out, time.perf_counter() - start
 
 
-def main(problem: str, seeds: int, devices: int | None, cpus: int | None) -> None:
+def main(problem: str, seeds: int, cpus: int | None) -> None:
     print("# exact_ensemble: how exact-ReLU seeds share the machine (issue 15)")
     for key, value in machine_info().items():
         print(f"# {key}: {value}")
@@ -101,20 +97,30 @@ def main(problem: str, seeds: int, devices: int | None, cpus: int | None) -> Non
         "one after another (lax.map)": (jax.jit(lambda ns: jax.lax.map(flow, ns)), nets),
     }
     results = {name: timed(f, arg) for name, (f, arg) in runs.items()}
-    if devices:
-        sharded = lambda ns: gf.flow_ensemble(ns, x, y, progress=False, **kwargs)  # noqa: E731
-        results[f"one after another on {len(jax.devices())} host devices"] = timed(sharded, nets)
 
     reference = results["one after another (lax.map)"][0]
     iterations = np.asarray(reference.num_steps)
+    theta = np.concatenate([np.reshape(reference.net.a, (seeds, -1)),
+                            np.reshape(reference.net.W, (seeds, -1))], axis=1)  # fmt: skip
     for name, (sol, _) in results.items():
-        steps = np.atleast_1d(np.asarray(sol.num_steps))
+        a = np.reshape(
+            sol.net.a, (-1, theta.shape[1] - np.reshape(reference.net.W, (seeds, -1)).shape[1])
+        )
+        other = np.concatenate([a, np.reshape(sol.net.W, (a.shape[0], -1))], axis=1)
+        gap = np.max(
+            np.linalg.norm(other - theta[: a.shape[0]], axis=1)
+            / np.linalg.norm(theta[: a.shape[0]], axis=1)
+        )
         events = np.atleast_1d(np.asarray(sol.observables["events"].num_events))
-        ref_events = np.asarray(reference.observables["events"].num_events)[: steps.size]
-        if not (
-            np.array_equal(steps, iterations[: steps.size]) and np.array_equal(events, ref_events)
-        ):
-            sys.exit(f"{name}: steps or events differ from one seed after another")
+        ref_events = np.asarray(reference.observables["events"].num_events)[: events.size]
+        # Under vmap a bracket is narrowed on the field when any seed's step holds a pin, so
+        # event times differ at rounding, and decisions taken at rounding level (a release at
+        # a rest point) may differ too: the end states may not.
+        if not gap < 1e-6:
+            sys.exit(f"{name}: end states {gap:.1e} apart from one seed after another")
+        print(f"# {name}: end state within {gap:.1e} of one after another; events per seed "
+              f"differ in {np.sum(events != ref_events)} seeds, by at most "
+              f"{np.max(np.abs(events - ref_events))}")  # fmt: skip
 
     alone_wall = results["one seed alone (seed 0)"][1]
     per_iteration_alone = alone_wall / iterations[0]
@@ -141,7 +147,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", choices=sorted(PROBLEMS), default="three-point")
     parser.add_argument("--seeds", type=int, default=16)
-    parser.add_argument("--devices", type=int, default=None, help="simulated CPU devices")
     parser.add_argument("--cpus", type=int, default=None, help="run on this many CPUs")
     args = parser.parse_args()
-    main(args.problem, args.seeds, args.devices, args.cpus)
+    main(args.problem, args.seeds, args.cpus)
