@@ -81,7 +81,11 @@ def gradient_flow(
       $\\cdot \\|\\theta\\|$. The ratio is scale-free: on the plateau at the start of a
       tiny-init run both sides shrink with $\\theta$, and the ratio stays near the
       linearised growth rate, so the rule does not fire there. It fires at any
-      approximately stationary point away from the origin, saddles included.
+      approximately stationary point away from the origin, saddles included — also
+      where grown neurons sit beside neurons still of size ε: their pull on the
+      gradient is ~ε, so with ε ≲ `stationarity_tol`·‖θ‖ the rule fires on a plateau
+      they would still escape from, after a time ∝ log(1/ε). Choose it well below ε
+      there (the adaptive-regime experiment's finding).
     - `observables`: `{name: fn(net)}` evaluated at `ts`.
     - `max_steps`: solver step budget, per phase of a phased solver such as
       `TwoPhase` (`Solution.phase_steps` gives the steps of each phase); a run that
