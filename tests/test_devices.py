@@ -115,6 +115,19 @@ _HANG_SCRIPT = textwrap.dedent(
         assert "`svd`" in str(error) and "devices=" in str(error), error
     else:
         raise AssertionError("a batched svd on two host devices was not refused")
+
+    # Exact ReLU flows (pins held: each field evaluation solves the pins' systems) on both
+    # devices, the same as on one.
+    x2 = jnp.array([[-1.0, 0.0], [1.0, 0.2], [0.1, 1.0]])
+    y2 = jnp.array([0.5, -0.3, 1.0])
+    relu = jax.vmap(lambda k: gf.random_net(k, width=6, dim=2, scale=1e-3, bias=True))(
+        jax.random.split(jax.random.key(1), 6)
+    )
+    both = gf.flow_ensemble(relu, x2, y2, t1=50.0, progress=False)
+    one = gf.flow_ensemble(relu, x2, y2, t1=50.0, progress=False, devices=jax.devices()[:1])
+    assert np.all(both.status == 0) and np.sum(both.observables["events"].num_pins) > 0
+    np.testing.assert_array_equal(both.num_steps, one.num_steps)
+    np.testing.assert_allclose(both.net.W, one.net.W, rtol=1e-12, atol=1e-15)
     print("OK")
     """
 )

@@ -15,7 +15,7 @@ from helpers import flatten, logistic_product, relative_error
 import gradflow as gf
 from gradflow._piecewise import EventKind, piecewise_flow
 from gradflow._piecewise.pattern import breakplanes_of
-from gradflow._piecewise.sliding import PiecewiseField
+from gradflow._piecewise.sliding import PiecewiseField, solve_gram
 
 
 # --------------------------------------------------------------------------------------
@@ -41,6 +41,22 @@ ONE_D_Y = jnp.array([-1.0, 1.0])
 
 def _one_neuron(a, w, b, activation):
     return gf.TwoLayerNet(jnp.array([a]), jnp.array([[w]]), jnp.array([b]), activation)
+
+
+def test_pin_systems_solved_as_lapack_does():
+    # `solve_gram` eliminates by hand (no LAPACK call) for up to 4 pins per neuron; against
+    # NumPy on Gram matrices of random points with unused pins masked to identity rows, to
+    # rounding times the condition number (< 1e4 here).
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 3, 4):
+        points = rng.normal(size=(20, size, size + 1))
+        unused = rng.random((20, size)) < 0.3
+        used = ~unused[:, :, None] & ~unused[:, None, :]
+        gram = np.where(used, points @ np.swapaxes(points, 1, 2), np.eye(size)[None])
+        rhs = np.where(unused, 0.0, rng.normal(size=(20, size)))
+        expected = np.linalg.solve(gram, rhs[..., None])[..., 0]
+        got = np.asarray(solve_gram(jnp.asarray(gram), jnp.asarray(rhs)))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-11 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("activation", ["relu", gf.LeakyReLU(0.2)])

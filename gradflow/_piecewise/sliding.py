@@ -85,7 +85,7 @@ class PiecewiseField(eqx.Module):
             both, x_pinned @ jnp.swapaxes(x_pinned, 1, 2), jnp.eye(pins.shape[1])[None]
         )
         rhs = jnp.where(in_use, -jnp.einsum("kse,ke->ks", x_pinned, free_pull), 0)
-        pinned_pull = jnp.linalg.solve(gram, rhs[..., None])[..., 0]  # u_ks = e_i s_ki
+        pinned_pull = solve_gram(gram, rhs)  # u_ks = e_i s_ki
         pinned_pull = jnp.where(in_use, pinned_pull, 0)
 
         a_dot = -(hidden @ error)
@@ -128,10 +128,38 @@ class PiecewiseField(eqx.Module):
         gram = jnp.where(
             both, x_pinned @ jnp.swapaxes(x_pinned, 1, 2), jnp.eye(pins.shape[1])[None]
         )
-        shift = jnp.where(in_use, jnp.linalg.solve(gram, offset[..., None])[..., 0], 0)
+        shift = jnp.where(in_use, solve_gram(gram, offset), 0)
         return a, W - jnp.einsum("ks,kse->ke", shift, x_pinned)
 
     def __call__(self, t, state: State, args) -> State:
         """The Diffrax vector field; `args` is the pattern `(pieces, pins)`."""
         pieces, pins = args
         return self.evaluate(state, pieces, pins)[0]
+
+
+# Pin sets up to this size are solved by elimination written out in array operations.
+_ELIMINATED_PINS = 4
+
+
+def solve_gram(gram: Float[Array, "m D D"], rhs: Float[Array, "m D"]) -> Float[Array, "m D"]:
+    """Solves each neuron's pin system: a Gram matrix of affinely independent pinned
+    inputs (identity rows for unused pins), so symmetric positive definite.
+
+    For D ≤ 4 (ReLU nets on inputs of dimension ≤ 3 with a bias) by Gauss–Jordan
+    elimination without pivoting, unrolled into element-wise array operations — stable for
+    a positive definite matrix, as Cholesky is. Not `jnp.linalg.solve`: on CPU that is a
+    batched LAPACK call per field evaluation (a custom call the runtime cannot fuse), and
+    batched LAPACK calls can deadlock XLA:CPU's thread pool when several host devices run
+    at once, so `flow_ensemble` refused exact flows on more than one. Larger pin sets use
+    `jnp.linalg.solve`."""
+    size = gram.shape[-1]
+    if size > _ELIMINATED_PINS:
+        return jnp.linalg.solve(gram, rhs[..., None])[..., 0]
+    A, b = gram, rhs
+    for j in range(size):
+        pivot = A[:, j, j]
+        row, b_j = A[:, j, :] / pivot[:, None], b[:, j] / pivot
+        column = A[:, :, j].at[:, j].set(0)  # what row j is subtracted from the others with
+        A = (A - column[:, :, None] * row[:, None, :]).at[:, j, :].set(row)
+        b = (b - column * b_j[:, None]).at[:, j].set(b_j)
+    return b
