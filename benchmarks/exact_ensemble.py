@@ -4,10 +4,9 @@ Each exact flow is its own event loop: one solver step per iteration, and the ev
 (located on the step's dense output, then applied). Seeds can share one loop in
 **lockstep** (`jax.vmap` of the flow: every seed takes as many iterations as the slowest
 one, and every iteration does what any seed's event needs), or run **one after another**
-in one compiled loop (`jax.lax.map`, what `flow_ensemble` does for kinked activations).
-(Several host CPU devices, each running its share one after another, are refused by
-`flow_ensemble`: the sliding field's per-neuron LU solves, batched over neurons, can deadlock
-XLA:CPU's thread pool when two host devices run at once; see `gradflow/_sharding.py`.)
+in one compiled loop (`jax.lax.map`, what `flow_ensemble` does for kinked activations), or
+with `--devices k`, one after another on each of k simulated host CPU devices
+(`flow_ensemble(..., devices=...)`, a share of the seeds each, against the same on one).
 
 Printed per schedule: wall time of a second call (the first compiles), the loop iterations
 each seed needed, the **lockstep efficiency** Σ_i iterations_i / (S · max_i iterations_i)
@@ -21,6 +20,7 @@ init 1e-3, t1 = 200) and `relu-scaling` (the issue-12 problem at n = 64, t1 = 10
 
     python benchmarks/exact_ensemble.py --seeds 16
     python benchmarks/exact_ensemble.py --problem relu-scaling --seeds 4 --cpus 1
+    python benchmarks/exact_ensemble.py --devices 2 --seeds 32
 """
 
 import argparse
@@ -30,7 +30,11 @@ import time
 
 
 def _preset_environment(argv) -> None:
-    """The CPU affinity is read when JAX starts."""
+    """The host device count and the CPU affinity are read when JAX starts."""
+    if "--devices" in argv:
+        count = argv[argv.index("--devices") + 1]
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}"
     if "--cpus" in argv:
         cpus = sorted(os.sched_getaffinity(0))[: int(argv[argv.index("--cpus") + 1])]
         os.sched_setaffinity(0, cpus)
@@ -76,7 +80,7 @@ def timed(f, *args):
     return out, time.perf_counter() - start
 
 
-def main(problem: str, seeds: int, cpus: int | None) -> None:
+def main(problem: str, seeds: int, devices: int | None, cpus: int | None) -> None:
     print("# exact_ensemble: how exact-ReLU seeds share the machine (issue 15)")
     for key, value in machine_info().items():
         print(f"# {key}: {value}")
@@ -97,6 +101,11 @@ def main(problem: str, seeds: int, cpus: int | None) -> None:
         "one after another (lax.map)": (jax.jit(lambda ns: jax.lax.map(flow, ns)), nets),
     }
     results = {name: timed(f, arg) for name, (f, arg) in runs.items()}
+    if devices:
+        kw = dict(progress=False, **kwargs)
+        for devs in (jax.devices()[:1], jax.devices()):
+            name = f"flow_ensemble on {len(devs)} host device(s)"
+            results[name] = timed(lambda ns: gf.flow_ensemble(ns, x, y, devices=devs, **kw), nets)
 
     reference = results["one after another (lax.map)"][0]
     iterations = np.asarray(reference.num_steps)
@@ -147,6 +156,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", choices=sorted(PROBLEMS), default="three-point")
     parser.add_argument("--seeds", type=int, default=16)
+    parser.add_argument("--devices", type=int, default=None, help="simulated CPU devices")
     parser.add_argument("--cpus", type=int, default=None, help="run on this many CPUs")
     args = parser.parse_args()
-    main(args.problem, args.seeds, args.cpus)
+    main(args.problem, args.seeds, args.devices, args.cpus)
