@@ -109,17 +109,19 @@ def main(problem: str, seeds: int, devices: int | None, cpus: int | None) -> Non
 
     reference = results["one after another (lax.map)"][0]
     iterations = np.asarray(reference.num_steps)
-    theta = np.concatenate([np.reshape(reference.net.a, (seeds, -1)),
-                            np.reshape(reference.net.W, (seeds, -1))], axis=1)  # fmt: skip
+    width = nets.W.shape[1]
+
+    def flat(net):  # one row (a, W) per seed; a single seed's net is one row
+        return np.concatenate(
+            [np.reshape(net.a, (-1, width)), np.reshape(net.W, (-1, width * net.W.shape[-1]))],
+            axis=1,
+        )
+
+    theta = flat(reference.net)
     for name, (sol, _) in results.items():
-        a = np.reshape(
-            sol.net.a, (-1, theta.shape[1] - np.reshape(reference.net.W, (seeds, -1)).shape[1])
-        )
-        other = np.concatenate([a, np.reshape(sol.net.W, (a.shape[0], -1))], axis=1)
-        gap = np.max(
-            np.linalg.norm(other - theta[: a.shape[0]], axis=1)
-            / np.linalg.norm(theta[: a.shape[0]], axis=1)
-        )
+        other = flat(sol.net)
+        ref = theta[: other.shape[0]]
+        gap = np.max(np.linalg.norm(other - ref, axis=1) / np.linalg.norm(ref, axis=1))
         events = np.atleast_1d(np.asarray(sol.observables["events"].num_events))
         ref_events = np.asarray(reference.observables["events"].num_events)[: events.size]
         # Under vmap a bracket is narrowed on the field when any seed's step holds a pin, so

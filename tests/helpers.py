@@ -9,6 +9,8 @@ import scipy.optimize
 import scipy.special
 from scipy.integrate import solve_ivp
 
+import gradflow as gf
+
 
 def tree_allclose(x, y, *, rtol=1e-5, atol=1e-8, equal_nan=False):
     """True when two PyTrees have the same structure and all array leaves are close."""
@@ -283,3 +285,18 @@ def factors_from_product(u, C):
 
 def as_jax(array, dtype=jnp.float64):
     return jnp.asarray(np.asarray(array), dtype)
+
+
+def pinning_problem():
+    """The exact-ReLU-flow issue's problem: a biased ReLU net of 16 neurons on 40 points in
+    3-D whose breakplanes pin data points. **Returns:** `(x, y, key)`; `key` draws the
+    nets (`random_net(split(key, 2)[0], ...)` is the one several test files run, so the
+    session's compilation cache compiles its exact flow once)."""
+    key_x, key_net = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(key_x, (40, 3))
+    y = jnp.sin(x @ jnp.array([1.0, -2.0, 0.5]))
+    return x, y, key_net
+
+
+def pinning_net(key):
+    return gf.random_net(key, width=16, dim=3, scale=0.3, activation="relu", bias=True)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import pinning_net, pinning_problem
 
 import gradflow as gf
 from gradflow.experiments import adaptive_regime as ar
@@ -213,12 +214,8 @@ def test_event_log_pins_equal_the_end_state_pins():
     # The pinning problem of tests/test_kinks.py (a biased ReLU net, 16 neurons, 40 points
     # in 3-D), called the same way, so that the suite's shared compilation cache compiles
     # its exact flow once for both tests.
-    key_x, key_net = jax.random.split(jax.random.key(0))
-    x = jax.random.normal(key_x, (40, 3))
-    y = jnp.sin(x @ jnp.array([1.0, -2.0, 0.5]))
-    net = gf.random_net(
-        jax.random.split(key_net, 2)[0], width=16, dim=3, scale=0.3, activation="relu", bias=True
-    )
+    x, y, key_net = pinning_problem()
+    net = pinning_net(jax.random.split(key_net, 2)[0])
     sol = gf.gradient_flow(net, x, y, t1=20.0)
     assert sol.status == gf.Status.SUCCESS
     log = sol.observables["events"]

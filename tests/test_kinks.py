@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import pinning_net, pinning_problem
 
 import gradflow as gf
 
@@ -13,13 +14,8 @@ def test_pinned_relu_run_ends_with_status_and_last_state():
     # (`kinks="smooth"`) chatters. It must end such a run with a status and its last
     # state within its step budget (bounded work: counted in steps here, timed in
     # `benchmarks/`), and leave the other seeds of an ensemble alone.
-    key_x, key_net = jax.random.split(jax.random.key(0))
-    x = jax.random.normal(key_x, (40, 3))
-    y = jnp.sin(x @ jnp.array([1.0, -2.0, 0.5]))
-    keys = jax.random.split(key_net, 2)
-    nets = jax.vmap(
-        lambda k: gf.random_net(k, width=16, dim=3, scale=0.3, activation="relu", bias=True)
-    )(keys)
+    x, y, key_net = pinning_problem()
+    nets = jax.vmap(pinning_net)(jax.random.split(key_net, 2))
     sol = jax.vmap(
         lambda n: gf.gradient_flow(n, x, y, t1=20.0, rtol=1e-8, max_steps=3000, kinks="smooth")
     )(nets)
@@ -38,12 +34,8 @@ def test_pinned_relu_run_ends_with_status_and_last_state():
 def test_default_for_kinks_is_the_exact_flow():
     # The same problem with the defaults: `gradient_flow` hands ReLU nets to
     # `piecewise_flow`, which slides along the pins and reaches t1.
-    key_x, key_net = jax.random.split(jax.random.key(0))
-    x = jax.random.normal(key_x, (40, 3))
-    y = jnp.sin(x @ jnp.array([1.0, -2.0, 0.5]))
-    net = gf.random_net(
-        jax.random.split(key_net, 2)[0], width=16, dim=3, scale=0.3, activation="relu", bias=True
-    )
+    x, y, key_net = pinning_problem()
+    net = pinning_net(jax.random.split(key_net, 2)[0])
     sol = gf.gradient_flow(net, x, y, t1=20.0)
     assert sol.status == gf.Status.SUCCESS
     assert float(sol.t_stop) == 20.0

@@ -773,15 +773,12 @@ def _apply_event(ctx: _Context, step: _Step, t_event, c: _Loop) -> _Loop:
 def _first_stage(solver, solver_state, velocity):
     """The state of an FSAL `solver` whose next step starts where the field is `velocity`,
     or None for a solver that carries no first stage."""
-    tableau = getattr(solver, "tableau", None)
-    if tableau is None or not tableau.fsal or solver_state is None:
+    f0 = _last_stage(solver, solver_state)
+    if f0 is None or jax.tree_util.tree_structure(f0) != jax.tree_util.tree_structure(velocity):
         return None
     if isinstance(solver, Unrolled):
         return velocity
-    # Diffrax's Runge–Kutta state is `(first_step, f0)` (diffrax 0.7, `_SolverState`).
-    first_step, f0 = solver_state
-    if jax.tree_util.tree_structure(f0) != jax.tree_util.tree_structure(velocity):
-        return None
+    first_step, _ = solver_state
     return jnp.zeros_like(first_step), velocity
 
 

@@ -32,7 +32,7 @@ while every $\\alpha_{ki} \\in [0, 1]$; one that leaves it releases its pin.
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from .pattern import Breakplanes, is_pinned
 
@@ -80,13 +80,8 @@ class PiecewiseField(eqx.Module):
         free_pull = (free_slope * neuron_error) @ x  # Σ_{j free} e_j s_kj x̃_j, shape (m, e)
 
         x_pinned, in_use = self.pinned_inputs(pins)
-        both = in_use[:, :, None] & in_use[:, None, :]
-        gram = jnp.where(
-            both, x_pinned @ jnp.swapaxes(x_pinned, 1, 2), jnp.eye(pins.shape[1])[None]
-        )
-        rhs = jnp.where(in_use, -jnp.einsum("kse,ke->ks", x_pinned, free_pull), 0)
-        pinned_pull = solve_gram(gram, rhs)  # u_ks = e_i s_ki
-        pinned_pull = jnp.where(in_use, pinned_pull, 0)
+        rhs = -jnp.einsum("kse,ke->ks", x_pinned, free_pull)
+        pinned_pull = _solve_pins(x_pinned, in_use, rhs)  # u_ks = e_i s_ki
 
         a_dot = -(hidden @ error)
         outer = -a[:, None] if a.ndim == 1 else -1.0
@@ -123,18 +118,24 @@ class PiecewiseField(eqx.Module):
         point = jnp.maximum(pins, 0)
         kink = (jnp.take_along_axis(pieces, point, axis=1) - 1) // 2
         target = self.breakplanes.kink_value(jnp.maximum(kink, 0)).astype(W.dtype)
-        offset = jnp.where(in_use, jnp.einsum("kse,ke->ks", x_pinned, W) - target, 0)
-        both = in_use[:, :, None] & in_use[:, None, :]
-        gram = jnp.where(
-            both, x_pinned @ jnp.swapaxes(x_pinned, 1, 2), jnp.eye(pins.shape[1])[None]
-        )
-        shift = jnp.where(in_use, solve_gram(gram, offset), 0)
+        offset = jnp.einsum("kse,ke->ks", x_pinned, W) - target
+        shift = _solve_pins(x_pinned, in_use, offset)
         return a, W - jnp.einsum("ks,kse->ke", shift, x_pinned)
 
     def __call__(self, t, state: State, args) -> State:
         """The Diffrax vector field; `args` is the pattern `(pieces, pins)`."""
         pieces, pins = args
         return self.evaluate(state, pieces, pins)[0]
+
+
+def _solve_pins(
+    x_pinned: Float[Array, "m D e"], in_use: Bool[Array, "m D"], rhs: Float[Array, "m D"]
+) -> Float[Array, "m D"]:
+    """Each neuron's pin system $\\sum_{j} (\\tilde x_i \\cdot \\tilde x_j) u_j = r_i$ over the
+    pins in use ($u = 0$ for the unused ones, whose rows are made the identity's)."""
+    both = in_use[:, :, None] & in_use[:, None, :]
+    gram = jnp.where(both, x_pinned @ jnp.swapaxes(x_pinned, 1, 2), jnp.eye(in_use.shape[1])[None])
+    return jnp.where(in_use, solve_gram(gram, jnp.where(in_use, rhs, 0)), 0)
 
 
 # Pin sets up to this size are solved by elimination written out in array operations.
