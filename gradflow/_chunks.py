@@ -60,9 +60,16 @@ def run_batches(
     fingerprint: str,
     description: str,
     devices,
+    skip_padding: bool = False,
 ) -> PyTree:
     """`run_chunks` for a function `batch_fn` of a whole chunk (stacked inputs to
-    stacked outputs), such as `jax.vmap(fn)` or a refilling loop."""
+    stacked outputs), such as `jax.vmap(fn)` or a refilling loop.
+
+    The last chunk is padded to full size with repeats of the first point, whose results
+    are discarded. With `skip_padding`, `batch_fn` is called as `batch_fn(chunk, real)`,
+    `real` True for the chunk's real points and False for the padding, so a function that
+    runs its points one after another can skip the repeats instead of running them in
+    full."""
     leaves = jax.tree_util.tree_leaves(inputs)
     if not leaves:
         raise ValueError("`inputs` must contain at least one array.")
@@ -75,7 +82,7 @@ def run_batches(
     chunk_size = -(-min(chunk_size, total) // len(devices)) * len(devices)
     num_chunks = -(-total // chunk_size)
     store = None if checkpoint_dir is None else ChunkStore(checkpoint_dir, fingerprint)
-    batched = sharded(batch_fn, devices)
+    batched = sharded(_Masked(batch_fn) if skip_padding else batch_fn, devices)
     out_treedef, results = None, []
     for i in tqdm(range(num_chunks), desc=description, disable=not progress):
         cached = None if store is None else store.load(i)
@@ -83,9 +90,10 @@ def run_batches(
             results.append(cached)
             continue
         index = np.arange(i * chunk_size, (i + 1) * chunk_size)
-        index = np.where(index < total, index, 0)  # pad with a repeat of the first point
+        real = index < total
+        index = np.where(real, index, 0)  # pad with a repeat of the first point
         chunk = jax.tree_util.tree_map(lambda leaf: leaf[index], inputs)
-        out = batched(chunk)
+        out = batched((chunk, real) if skip_padding else chunk)
         arrays, static = eqx.partition(out, eqx.is_array)
         out_leaves, out_treedef = jax.tree_util.tree_flatten(arrays)
         host = [np.asarray(leaf) for leaf in out_leaves]
@@ -93,11 +101,26 @@ def run_batches(
             store.save(i, host)
         results.append(host)
     if out_treedef is None:  # every chunk came from disk: trace once for the structure
-        shapes = jax.eval_shape(batch_fn, jax.tree_util.tree_map(lambda v: v[:1], inputs))
+        one = jax.tree_util.tree_map(lambda v: v[:1], inputs)
+        shapes = jax.eval_shape(
+            _Masked(batch_fn) if skip_padding else batch_fn,
+            (one, np.ones(1, bool)) if skip_padding else one,
+        )
         arrays, static = eqx.partition(shapes, lambda v: isinstance(v, jax.ShapeDtypeStruct))
         out_treedef = jax.tree_util.tree_structure(arrays)
     stacked = [np.concatenate(parts)[:total] for parts in zip(*results)]
     return eqx.combine(jax.tree_util.tree_unflatten(out_treedef, stacked), static)
+
+
+class _Masked(eqx.Module):
+    """`batch_fn(chunk, real)` as a function of the pair: one argument, as `sharded` maps.
+    A module, not a closure, so that every call with the same `batch_fn` reuses one
+    compilation."""
+
+    batch_fn: Callable
+
+    def __call__(self, chunk_and_real):
+        return self.batch_fn(*chunk_and_real)
 
 
 def fingerprint(*trees) -> str:

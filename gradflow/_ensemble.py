@@ -103,5 +103,6 @@ def flow_ensemble(
         ),
         description="seeds/chunk",
         devices=devices,
+        skip_padding=True,
     )
     return warn_if_log_full(solution.with_info(describe(options, data)))

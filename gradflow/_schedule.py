@@ -6,7 +6,8 @@ from typing import Literal
 
 import equinox as eqx
 import jax
-from jaxtyping import PyTree
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, PyTree
 
 from ._flow import gradient_flow
 from ._misc import check_positive_int
@@ -66,7 +67,9 @@ class FlowChunk(eqx.Module):
     - `"refill"`: `num_slots` points side by side, a slot refilled as soon as its point
       ends (`refill_flow`).
 
-    A chunk is `(inputs, data_index)`, each with a leading point axis. `inputs` are the
+    A chunk is `(inputs, data_index)`, each with a leading point axis, and `real` says which
+    of its points are real (False for the repeats that pad the last chunk: the sequential
+    schedule skips them; the others run them alongside, at no extra wall time). `inputs` are the
     initial nets, or, with `init`, the arguments of `init(*inputs) -> net` (so a sweep
     draws each net inside the compiled program). `data_index` is `None` where every
     point uses `data`, or picks each point's data set from the table `data`.
@@ -83,19 +86,32 @@ class FlowChunk(eqx.Module):
     schedule: Schedule = eqx.field(static=True)
     num_slots: int = eqx.field(static=True)
 
-    def __call__(self, chunk: tuple[PyTree, PyTree]) -> Solution:
+    def __call__(self, chunk: tuple[PyTree, PyTree], real: Bool[Array, " points"]) -> Solution:
         inputs, data_index = chunk
         nets = inputs if self.init is None else jax.vmap(self.init)(*inputs)
         if self.schedule == "lockstep":
             return jax.vmap(self._one)(nets, data_index)
         if self.schedule == "sequential":
-            return jax.lax.map(lambda point: self._one(*point), (nets, data_index))
+            return jax.lax.map(lambda point: self._one_if_real(*point), (nets, data_index, real))
         x, y, weights = self.data
         solution, _ = refill_flow(
             nets, x, y, weights=weights, data_index=data_index, num_slots=self.num_slots,
             **self.flow_kwargs,
         )  # fmt: skip
         return solution
+
+    def _one_if_real(self, net: TwoLayerNet, i, real) -> Solution:
+        """`_one`, or zeros of its shape for a padding point (a run of its own here)."""
+        static = []
+
+        def run():
+            arrays, static_part = eqx.partition(self._one(net, i), eqx.is_array)
+            static.append(static_part)  # `cond` returns arrays only
+            return arrays
+
+        shapes = jax.eval_shape(run)
+        skipped = lambda: jax.tree_util.tree_map(lambda v: jnp.zeros(v.shape, v.dtype), shapes)  # noqa: E731
+        return eqx.combine(jax.lax.cond(real, run, skipped), static[-1])
 
     def _one(self, net: TwoLayerNet, i) -> Solution:
         data = self.data if i is None else jax.tree_util.tree_map(lambda v: v[i], self.data)

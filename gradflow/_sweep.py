@@ -102,5 +102,6 @@ def sweep(
         ),
         description="sweep chunks",
         devices=devices,
+        skip_padding=True,
     )
     return grid.label(warn_if_log_full(solution.with_info(describe(options, (xs, ys, ws)))))

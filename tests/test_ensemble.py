@@ -158,3 +158,27 @@ def test_chunks_is_the_old_name_of_lockstep():
     assert check_schedule("lockstep", 1) == "lockstep"
     with pytest.raises(ValueError, match="num_slots"):
         check_schedule("refill", True)
+
+
+def test_sequential_schedule_skips_padding(getkey):
+    # Exact ReLU flows run one after another; the repeat of seed 0 that pads the last
+    # chunk of 3 seeds in chunks of 2 is skipped, not run in full (it cost the
+    # optimization-threshold sweep minutes), and the real seeds equal single runs.
+    from gradflow._schedule import FlowChunk
+
+    x = jax.random.normal(getkey(), (8, 2))
+    y = jnp.abs(x[:, 0]) - 0.3
+    keys = jax.random.split(getkey(), 3)
+    nets = jax.vmap(lambda k: gf.random_net(k, width=3, dim=2, scale=1e-3, activation="relu"))(
+        keys
+    )
+    kwargs = dict(t1=5.0)
+    ens = gf.flow_ensemble(nets, x, y, chunk_size=2, progress=False, **kwargs)
+    for i in range(3):
+        single = gf.gradient_flow(_seed(nets, i), x, y, **kwargs)
+        assert_relative_close(flatten(_seed(ens.net, i)), flatten(single.net), rtol=1e-12)
+        assert ens.num_steps[i] == single.num_steps > 0
+    chunk = FlowChunk(None, (x, y, None), kwargs, schedule="sequential", num_slots=1)
+    two = jax.tree_util.tree_map(lambda v: v[:2], nets)
+    out = chunk((two, None), jnp.array([True, False]))
+    assert out.num_steps[0] == ens.num_steps[0] and out.num_steps[1] == 0

@@ -148,7 +148,7 @@ def test_threshold_and_growth_law_on_known_fractions():
         (dict(loss_sizes=(20, 10)), "loss_sizes"),
         (dict(widths=()), "widths"),
         (dict(num_seeds=1), "num_seeds"),
-        (dict(width_seeds=20), "width_seeds"),
+        (dict(num_seeds=5, width_seeds=6), "width_seeds"),
         (dict(alignment_growth=0.5), "alignment_growth"),
         (dict(teacher=(1.0, 0.0)), "teacher"),
         (dict(t_first=1e4), "t_first"),

@@ -66,8 +66,8 @@ class ThresholdConfig(eqx.Module):
       budget counts as not converged). `stop_early=True` passes the exact flow's stop
       rules: `stationarity_tol` (a converged run stops there) and a `loss_tol` of a tenth
       of the interpolation tolerance on ½·MSE (an interpolating run stops once that is
-      certain: the loss never rises along the flow). The committed full run has
-      `stop_early=False` (its chunks predate the rules); the quick run uses them.
+      certain: the loss never rises along the flow). On by default: a run that has
+      converged costs nothing more, so `t1` and `max_steps` bound only the slow ones.
     - `stationarity_tol`: a run has converged when $\\|\\dot\\theta\\|/\\|\\theta\\| \\le$ this
       at its end.
     - `interpolation_tol`: a run interpolates when its training MSE is below this
@@ -96,13 +96,13 @@ class ThresholdConfig(eqx.Module):
     loss_dim: int = 5
     loss_sizes: tuple[int, ...] = (5, 10, 20, 40, 80)
     widths: tuple[int, ...] = (10, 30)
-    dims: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
-    size_factors: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 6.0)
+    dims: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10)
+    size_factors: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
     threshold_width: int = 10
-    num_seeds: int = 10
-    width_seeds: int | None = 5
+    num_seeds: int = 20
+    width_seeds: int | None = 10
     seed: int = 0
-    t1: float = 3000.0
+    t1: float = 10_000.0
     t_first: float = 1e-1
     num_times: int = 60
     stationarity_tol: float = 1e-8
@@ -119,8 +119,8 @@ class ThresholdConfig(eqx.Module):
     adam_learning_rate: float = 1e-3
     descent_t1: float = 3000.0
     test_samples: int = 100_000
-    max_steps: int = 30_000
-    stop_early: bool = False
+    max_steps: int = 40_000
+    stop_early: bool = True
     chunk_size: int = 10
 
     def __check_init__(self):
