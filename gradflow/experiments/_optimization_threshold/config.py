@@ -99,10 +99,10 @@ class ThresholdConfig(eqx.Module):
     dims: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10)
     size_factors: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
     threshold_width: int = 10
-    num_seeds: int = 20
-    width_seeds: int | None = 10
+    num_seeds: int = 40
+    width_seeds: int | None = 20
     seed: int = 0
-    t1: float = 10_000.0
+    t1: float = 100_000.0
     t_first: float = 1e-1
     num_times: int = 60
     stationarity_tol: float = 1e-8
@@ -119,7 +119,7 @@ class ThresholdConfig(eqx.Module):
     adam_learning_rate: float = 1e-3
     descent_t1: float = 3000.0
     test_samples: int = 100_000
-    max_steps: int = 40_000
+    max_steps: int = 100_000
     stop_early: bool = True
     chunk_size: int = 10
 
