@@ -19,10 +19,11 @@ touches:
 Within an iteration, `_Step` is the step just attempted (its dense output and the entries
 that left their piece in it) and `_Bracket` the bracket of its first event.
 
-What an event costs (issue 12, `benchmarks/relu_scaling.py`): the step that finds it, a
-few hundred flops to locate it (the margins of the step's candidate entries only, not the
-O(m·n) field), and two field evaluations at it, the second of which is also the next
-step's first stage.
+What an event costs (issue 12, `benchmarks/relu_scaling.py`): the step that finds it (six
+field evaluations with Tsit5), about ten refinements of the margins of the few neurons
+whose candidates come first to locate it (O(n) each, not the O(m·n) field), and at it one
+field evaluation and, for a kink, one neuron's row on the kink's other side: a crossing's
+new field, which is also the next step's first stage.
 """
 
 from functools import partial
@@ -557,16 +558,13 @@ def _control(ctx: _Context, t0, t1, y0: State, y1: State, y_error: State):
     return finite, accept, (t1 - t0) * factor
 
 
-# The candidates of a step that are located on their own pre-activations: those whose
-# margins, taken as linear in time across the step, reach their kink first. A refinement then
-# costs O(this · e) flops instead of an O(m·n) field evaluation. In the early phase of
-# `benchmarks/relu_scaling.py` a step holds 60-130 candidates (n = 256) and only its first
-# event counts: the field changes there.
-_GATHERED_CANDIDATES = 32
-# ... chosen among at most this many (in index order; a step with more is located on all of
-# its candidates' pre-activations): a `top_k` over all m·n margins sorts them all, which
-# cost more than the step itself (2 ms per event at n = 256).
-_SCANNED_CANDIDATES = 256
+# The neurons whose candidate entries are located on their own pre-activations: those
+# with the entries whose margins, taken as linear in time across the step, reach their kink
+# first. A refinement then costs O(this · n · e) flops instead of the O(m·n·e) of all
+# pre-activations (in the early phase of `benchmarks/relu_scaling.py` a step holds tens to
+# hundreds of candidates at n = 2048, and only its first event counts: the field changes
+# there).
+_GATHERED_NEURONS = 4
 
 
 def _locate(ctx: _Context, p: _Position, step: _Step) -> tuple[Float[Array, ""], Int[Array, ""]]:
@@ -618,37 +616,29 @@ def _locate(ctx: _Context, p: _Position, step: _Step) -> tuple[Float[Array, ""],
             eqxi.unvmap_any(missed), lambda: narrow(on_candidates, 0), lambda: located
         )
 
-    def free_candidates():
-        many = jnp.sum(step.candidates_free) > _SCANNED_CANDIDATES
-        return jax.lax.cond(eqxi.unvmap_any(many), lambda: narrow(on_candidates, 0), gathered)
-
     # Unbatched: under `vmap` the whole field is used only when some seed needs it (it is
     # right for every seed), not evaluated for all at every refinement.
     b, evaluations = jax.lax.cond(
-        eqxi.unvmap_any(jnp.any(step.candidates_pin)), lambda: narrow(on_field, 1), free_candidates
+        eqxi.unvmap_any(jnp.any(step.candidates_pin)), lambda: narrow(on_field, 1), gathered
     )
     return b.hi, evaluations
 
 
 def _gathered_margin(ctx: _Context, p: _Position, step: _Step, interpolation):
-    """The smallest margin among the step's free candidates that reach their kink first on
-    a linear estimate, as a function of time: from their own pre-activations
-    $z_{ki} = \\tilde w_k(t) \\cdot \\tilde x_i$ (the same values as the field's margins)."""
-    m, n = p.pieces.shape
-    scanned = min(_SCANNED_CANDIDATES, m * n)
-    (flat,) = jnp.nonzero(step.candidates_free.ravel(), size=scanned, fill_value=0)
-    h0, h1 = p.h_free.ravel()[flat], step.h_free_end.ravel()[flat]
-    fraction = jnp.where(
-        jnp.arange(scanned) < jnp.sum(step.candidates_free), h0 / (h0 - h1), jnp.inf
-    )
-    _, first = jax.lax.top_k(-fraction, min(_GATHERED_CANDIDATES, scanned))
-    flat, used = flat[first], jnp.isfinite(fraction[first])
-    k, i = jnp.divmod(flat, n)
-    inputs, piece = ctx.field.inputs[i], p.pieces[k, i]
+    """The smallest margin among the free candidates of the `_GATHERED_NEURONS` neurons
+    whose candidates reach their kink first on a linear estimate, as a function of time:
+    from their own pre-activations $z_{ki} = \\tilde w_k(t) \\cdot \\tilde x_i$ (the same
+    values as the field's margins)."""
+    m, _ = p.pieces.shape
+    h0, h1 = p.h_free, step.h_free_end
+    fraction = jnp.where(step.candidates_free, h0 / (h0 - h1), jnp.inf)
+    _, neurons = jax.lax.top_k(-jnp.min(fraction, axis=1), min(_GATHERED_NEURONS, m))
+    used, piece = step.candidates_free[neurons], p.pieces[neurons]
+    inputs = ctx.field.inputs
 
     def margin(t):
         _, W = interpolation.evaluate(t)
-        z = jnp.sum(W[k] * inputs, axis=-1)
+        z = W[neurons] @ inputs.T
         return jnp.min(jnp.where(used, ctx.breakplanes.margin(z, piece), jnp.inf))
 
     return margin
@@ -718,7 +708,7 @@ def _apply_event(ctx: _Context, step: _Step, t_event, c: _Loop) -> _Loop:
     state_at = ctx.interpolation(step).evaluate
     output = _save_until(ctx, c.output, t_event, state_at, p.pieces)
     state = state_at(t_event)
-    velocity, alpha, z = ctx.field.evaluate(state, p.pieces, p.pins)
+    velocity, alpha, z, error = ctx.field.evaluate_with_error(state, p.pieces, p.pins)
     h_free, h_pin = ctx.field.margins(z, alpha, p.pieces, p.pins)
     h_free = jnp.where(step.candidates_free, h_free, jnp.inf)
     h_pin = jnp.where(step.candidates_pin, h_pin, jnp.inf)
@@ -726,7 +716,7 @@ def _apply_event(ctx: _Context, step: _Step, t_event, c: _Loop) -> _Loop:
     at_kink = (jnp.min(h_free) < 0) | (jnp.min(h_free) <= jnp.min(h_pin))
     out = jax.lax.cond(
         at_kink,
-        lambda: _reach_kink(ctx, p, output.log, t_event, state, velocity, z, h_free),
+        lambda: _reach_kink(ctx, p, output.log, t_event, state, velocity, alpha, z, error, h_free),
         lambda: _release(ctx, p, output.log, t_event, state, velocity, alpha, h_pin),
     )
     # After a crossing the state is unchanged and the field on the new pattern is known:
@@ -755,9 +745,9 @@ def _apply_event(ctx: _Context, step: _Step, t_event, c: _Loop) -> _Loop:
         dt=p.dt,
         grazing=(t_event <= step.t0) & ~out.changed,
     )
-    # The field at the event, the other side's at a kink; when not a crossing, the
-    # margins on the new pattern and the solver's first stage there.
-    evaluations = 1 + at_kink.astype(jnp.int32) + 2 * (~out.crossed).astype(jnp.int32)
+    # The field at the event (the other side's at a kink costs one neuron's row); when
+    # not a crossing, the margins on the new pattern and the solver's first stage there.
+    evaluations = 1 + 2 * (~out.crossed).astype(jnp.int32)
     counts = eqx.tree_at(
         lambda k: (k.num_evaluations, k.status),
         c.counts,
@@ -794,13 +784,17 @@ def _last_stage(solver, solver_state):
     return f0
 
 
-def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, velocity, z, h_free):
+def _reach_kink(
+    ctx: _Context, p: _Position, log: EventLog, t_event, state, velocity, alpha, z, error, h_free
+):
     """The free entry $z_{ki}$ with the smallest margin has reached a kink at `t_event`:
     it slides (taking neuron k's first unused pin), crosses, or turns back,
-    as the two one-sided fields there say: `velocity` on its side (the pattern `p`'s) and
-    the field with $z_{ki}$ on the other side of the kink, the other pins of neuron k still
-    held."""
-    k, i = jnp.divmod(jnp.argmin(h_free).astype(jnp.int32), h_free.shape[1])
+    as the two one-sided fields there say: `velocity` (with `alpha`, `z` and the residuals
+    `error`) on its side, the pattern `p`'s, and the field with $z_{ki}$ on the other side
+    of the kink, the other pins of neuron k still held. The two differ in neuron k's
+    $\\dot{\\tilde w}_k$ and pins only: σ is continuous at its kinks, so the residuals, and
+    with them every other neuron's velocity, are the same on both sides."""
+    k, i = _argmin_entry(h_free)
     piece = p.pieces[k, i]
     lower, upper = ctx.breakplanes.bounds(piece)
     upward = upper - z[k, i] < z[k, i] - lower
@@ -809,10 +803,15 @@ def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, velo
     free_pin = jnp.argmax(pin_unused).astype(jnp.int32)
     has_free_pin = jnp.any(pin_unused)
 
-    other_side = p.pieces.at[k, i].set(jnp.where(upward, piece + 2, piece - 2))
-    other_velocity, other_alpha, _ = ctx.field.evaluate(state, other_side, p.pins)
+    other_piece = jnp.where(upward, piece + 2, piece - 2)
+    row_velocity, row_alpha = ctx.field.hidden_velocity(
+        state[0][k][None], z[k][None], error, p.pieces[k].at[i].set(other_piece)[None],
+        p.pins[k][None],
+    )  # fmt: skip
+    other_velocity = (velocity[0], velocity[1].at[k].set(row_velocity[0]))
+    other_alpha = alpha.at[k].set(row_alpha[0])
     rate_here = velocity[1][k] @ ctx.field.inputs[i]
-    rate_there = other_velocity[1][k] @ ctx.field.inputs[i]
+    rate_there = row_velocity[0] @ ctx.field.inputs[i]
     rate_below = jnp.where(upward, rate_here, rate_there)
     rate_above = jnp.where(upward, rate_there, rate_here)
     slides = (rate_below > 0) & (rate_above < 0)
@@ -825,14 +824,21 @@ def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, velo
     )
     crosses = ~slides & (go_up == upward)
     pin = slides & has_free_pin
-    pin_pieces = p.pieces.at[k, i].set(2 * kink + 1)
+    # A crossing moves z_ki to the other side; a pin puts it on the kink (an odd piece).
+    pieces = p.pieces.at[k, i].set(
+        jnp.where(pin, 2 * kink + 1, jnp.where(crosses, other_piece, piece))
+    )
     with_pin = p.pins.at[k, free_pin].set(jnp.where(has_free_pin, i, p.pins[k, free_pin]))
-    # A crossing moves z_ki to the other side: the pattern `other_side`.
-    pieces = jnp.where(pin, pin_pieces, jnp.where(crosses, other_side, p.pieces))
     pins = jnp.where(pin, with_pin, p.pins)
     # A pin starts exactly on its breakplane; an entry that turned back (it only grazed
     # the kink, or rounding put it across) returns onto it.
-    new_state = select(crosses, state, ctx.field.project(state, pin_pieces, with_pin))
+    held_kinks = (jnp.take_along_axis(p.pieces, jnp.maximum(p.pins, 0), axis=1) - 1) // 2
+    projected = ctx.field.project(
+        state,
+        with_pin,
+        held_kinks.at[k, free_pin].set(jnp.where(has_free_pin, kink, held_kinks[k, free_pin])),
+    )
+    new_state = select(crosses, state, projected)
     new_log = jax.lax.cond(
         pin | crosses,
         lambda log: log.record(
@@ -852,7 +858,7 @@ def _reach_kink(ctx: _Context, p: _Position, log: EventLog, t_event, state, velo
 def _release(ctx: _Context, p: _Position, log: EventLog, t_event, state, velocity, alpha, h_pin):
     """The pin whose $\\alpha$ first left $[0, 1]$ is released at `t_event`, to the side
     whose field now points away: $\\alpha > 1$ above the kink, $\\alpha < 0$ below."""
-    k, j = jnp.divmod(jnp.argmin(h_pin).astype(jnp.int32), h_pin.shape[1])
+    k, j = _argmin_entry(h_pin)
     i = p.pins[k, j]
     kink = (p.pieces[k, i] - 1) // 2
     above = alpha[k, j] > 0.5
@@ -911,6 +917,15 @@ def _end_margins(field: PiecewiseField, state: State, pieces, pins):
         lambda: _margins(field, state, pieces, pins),
         without_pins,
     )
+
+
+def _argmin_entry(h: Float[Array, "m n"]) -> tuple[Int[Array, ""], Int[Array, ""]]:
+    """The row and column of the smallest entry (the first such in row-major order, as
+    `argmin` of the flattened array), found row by row: XLA's CPU `argmin` of an m·n array
+    is a reduction over (value, index) pairs, 0.5 ms at m·n = 10⁵ against ~20 µs for `min`
+    and an `argmin` of one row."""
+    k = jnp.argmin(jnp.min(h, axis=1)).astype(jnp.int32)
+    return k, jnp.argmin(h[k]).astype(jnp.int32)
 
 
 def _first_margin(h_free, h_pin, candidates_free, candidates_pin) -> Float[Array, ""]:

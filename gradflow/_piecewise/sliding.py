@@ -64,14 +64,28 @@ class PiecewiseField(eqx.Module):
     def evaluate(self, state: State, pieces: Int[Array, "m n"], pins: Int[Array, "m D"]):
         """Velocity, sliding coefficients $\\alpha$ (one per pin, 1/2 for unused pins) and the
         pre-activations $z$ at `state` on the pattern `(pieces, pins)`."""
+        velocity, alpha, z, _ = self.evaluate_with_error(state, pieces, pins)
+        return velocity, alpha, z
+
+    def evaluate_with_error(self, state: State, pieces, pins):
+        """`evaluate`, and the weighted residuals $e_i$ besides."""
         a, W = state
-        x = self.inputs
-        z = W @ x.T
+        z = W @ self.inputs.T
         hidden = self.breakplanes.value(z, pieces)
         if a.ndim == 1:
             error = self.sample_weights * (a @ hidden - self.targets)
         else:
             error = self.sample_weights[:, None] * (hidden.T @ a - self.targets)  # (n, k)
+        a_dot = -(hidden @ error)
+        W_dot, alpha = self.hidden_velocity(a, z, error, pieces, pins)
+        return (a_dot, W_dot), alpha, z, error
+
+    def hidden_velocity(self, a, z, error, pieces, pins):
+        """$\\dot{\\tilde w}_k$ and the pins' $\\alpha$ of the neurons given (any rows of
+        `a`, `z`, `pieces`, `pins`), from the residuals `error`: each row needs only its own
+        pre-activations and pins, so the field on a pattern that differs from a known one in
+        one neuron costs that neuron's row (`_reach_kink`'s other side of a kink)."""
+        x = self.inputs
         pinned = is_pinned(pieces)
         free_slope = jnp.where(pinned, 0, self.breakplanes.slope(z, pieces))
         # Every neuron feels the same e_i, and a_k factors out of its ẇ_k; with k outputs,
@@ -83,7 +97,6 @@ class PiecewiseField(eqx.Module):
         rhs = -jnp.einsum("kse,ke->ks", x_pinned, free_pull)
         pinned_pull = _solve_pins(x_pinned, in_use, rhs)  # u_ks = e_i s_ki
 
-        a_dot = -(hidden @ error)
         outer = -a[:, None] if a.ndim == 1 else -1.0
         W_dot = outer * (free_pull + jnp.einsum("ks,kse->ke", pinned_pull, x_pinned))
 
@@ -99,7 +112,7 @@ class PiecewiseField(eqx.Module):
         kink = (jnp.take_along_axis(pieces, point, axis=1) - 1) // 2
         below, above = self.breakplanes.one_sided_slopes(jnp.maximum(kink, 0))
         alpha = jnp.where(in_use & has_error, (slope - below) / (above - below), 0.5)
-        return (a_dot, W_dot), alpha, z
+        return W_dot, alpha
 
     def margins(self, z, alpha, pieces, pins):
         """How far each free pre-activation lies inside its piece `(m, n)` and each pin's
@@ -110,14 +123,13 @@ class PiecewiseField(eqx.Module):
         h_pin = jnp.where(pins >= 0, jnp.minimum(alpha, 1 - alpha), jnp.inf)
         return h_free, h_pin
 
-    def project(self, state: State, pieces, pins) -> State:
+    def project(self, state: State, pins, kinks) -> State:
         """The nearest state (in each $\\tilde w_k$) with every pinned $z_{ki}$ exactly on its
-        kink: removes the root finder's residual when a pin starts."""
+        kink (`kinks`: the index of each pin's kink): removes the root finder's residual
+        when a pin starts."""
         a, W = state
         x_pinned, in_use = self.pinned_inputs(pins)
-        point = jnp.maximum(pins, 0)
-        kink = (jnp.take_along_axis(pieces, point, axis=1) - 1) // 2
-        target = self.breakplanes.kink_value(jnp.maximum(kink, 0)).astype(W.dtype)
+        target = self.breakplanes.kink_value(jnp.maximum(kinks, 0)).astype(W.dtype)
         offset = jnp.einsum("kse,ke->ks", x_pinned, W) - target
         shift = _solve_pins(x_pinned, in_use, offset)
         return a, W - jnp.einsum("ks,kse->ke", shift, x_pinned)
