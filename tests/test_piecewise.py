@@ -378,3 +378,46 @@ def test_bad_input():
         piecewise_flow(relu, x, y, t1=1.0, rtol=-1.0)
     with pytest.raises(ValueError, match="`x`"):
         piecewise_flow(relu, x[:, 0], y, t1=1.0)
+
+
+class _HardTanh(gf.AbstractActivation):
+    """clip(z, −1, 1): two kinks, affine between them."""
+
+    kinks = (-1.0, 1.0)
+    piecewise_linear = True
+
+    def __call__(self, z):
+        return jnp.clip(z, -1.0, 1.0)
+
+
+class _HardTanhByAutodiff(_HardTanh):
+    piecewise_linear = False
+
+
+class _LeakyByAutodiff(gf.LeakyReLU):
+    piecewise_linear = False
+
+
+@pytest.mark.parametrize(
+    "linear, generic",
+    [
+        (gf.ReLU(), _LeakyByAutodiff(0.0)),
+        (gf.LeakyReLU(0.2), _LeakyByAutodiff(0.2)),
+        (_HardTanh(), _HardTanhByAutodiff()),
+    ],
+)
+def test_piecewise_linear_pattern_values_match_autodiff(linear, generic):
+    # σ and σ' on a pattern from the slope tables of a piecewise-linear σ equal (σ' exactly,
+    # σ to rounding) the generic path (autodiff of σ clamped into the piece, continued by its tangent) on
+    # every piece, entries off their piece's side and on kinks included.
+    fast, slow = breakplanes_of(linear), breakplanes_of(generic)
+    z = 3 * jax.random.normal(jax.random.key(0), (40, 50))
+    num_pieces = fast.num_pieces
+    piece = jax.random.randint(jax.random.key(1), z.shape, 0, num_pieces)
+    # σ(c) + s·(z − c) against σ(z̄) + s·(z − z̄), z̄ = z clamped: two roundings of |z|, |c|.
+    bound = 4 * np.finfo(np.float64).eps * (np.abs(z) + 1)
+    assert np.all(np.abs(fast.value(z, piece) - slow.value(z, piece)) <= bound)
+    free = piece % 2 == 0
+    np.testing.assert_array_equal(
+        jnp.where(free, fast.slope(z, piece), 0), jnp.where(free, slow.slope(z, piece), 0)
+    )

@@ -16,6 +16,9 @@ class AbstractActivation(eqx.Module):
     """
 
     kinks: ClassVar[tuple[float, ...]] = ()
+    # σ is affine between its kinks (ReLU, leaky ReLU): the exact flow then evaluates σ and
+    # σ' on an activation pattern from the one-sided slopes alone, without autodiff.
+    piecewise_linear: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(self, z: Float[ArrayLike, "..."]) -> Float[Array, "..."]:

@@ -9,6 +9,7 @@ class ReLU(AbstractActivation):
     """$\\sigma(z) = \\max(z, 0)$, positively 1-homogeneous with a kink at 0."""
 
     kinks = (0.0,)
+    piecewise_linear = True
 
     def __call__(self, z: Float[ArrayLike, "..."]) -> Float[Array, "..."]:
         return jnp.maximum(z, 0)
@@ -19,6 +20,7 @@ class LeakyReLU(AbstractActivation):
 
     negative_slope: float = eqx.field(static=True, default=0.01)
     kinks = (0.0,)
+    piecewise_linear = True
 
     def __check_init__(self):
         if not 0 <= self.negative_slope < 1:

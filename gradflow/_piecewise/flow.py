@@ -592,12 +592,12 @@ def _locate(ctx: _Context, p: _Position, step: _Step) -> tuple[Float[Array, ""],
         stalls=jnp.zeros((), jnp.int32),
     )
 
-    def narrow(margin, evaluations_each):
+    def narrow(margin, evaluations_each, bracket=start):
         def body(carry):
             b, evaluations = carry
             return _refine(b, margin, _resolution(ctx, b)), evaluations + evaluations_each
 
-        carry = (start, jnp.zeros((), jnp.int32))
+        carry = (bracket, jnp.zeros((), jnp.int32))
         return jax.lax.while_loop(lambda c: ~_converged(ctx, c[0]), body, carry)
 
     def on_field(t):
@@ -610,7 +610,10 @@ def _locate(ctx: _Context, p: _Position, step: _Step) -> tuple[Float[Array, ""],
         return jnp.min(jnp.where(step.candidates_free, h_free, jnp.inf))
 
     def gathered():
-        located = narrow(_gathered_margin(ctx, p, step, interpolation), 0)
+        margin, (h0, h1) = _gathered_margin(ctx, p, step, interpolation)
+        # The first secant step is the linear estimate of the entry that comes first.
+        first = eqx.tree_at(lambda b: (b.h_before, b.h_last), start, (jnp.maximum(h0, 0), h1))
+        located = narrow(margin, 0, first)
         missed = on_candidates(located[0].lo) < 0
         return jax.lax.cond(
             eqxi.unvmap_any(missed), lambda: narrow(on_candidates, 0), lambda: located
@@ -628,11 +631,14 @@ def _gathered_margin(ctx: _Context, p: _Position, step: _Step, interpolation):
     """The smallest margin among the free candidates of the `_GATHERED_NEURONS` neurons
     whose candidates reach their kink first on a linear estimate, as a function of time:
     from their own pre-activations $z_{ki} = \\tilde w_k(t) \\cdot \\tilde x_i$ (the same
-    values as the field's margins)."""
+    values as the field's margins); and the margins at the step's ends of the entry that
+    comes first on that estimate."""
     m, _ = p.pieces.shape
     h0, h1 = p.h_free, step.h_free_end
     fraction = jnp.where(step.candidates_free, h0 / (h0 - h1), jnp.inf)
     _, neurons = jax.lax.top_k(-jnp.min(fraction, axis=1), min(_GATHERED_NEURONS, m))
+    k = neurons[0]
+    i = jnp.argmin(fraction[k])
     used, piece = step.candidates_free[neurons], p.pieces[neurons]
     inputs = ctx.field.inputs
 
@@ -641,7 +647,7 @@ def _gathered_margin(ctx: _Context, p: _Position, step: _Step, interpolation):
         z = W[neurons] @ inputs.T
         return jnp.min(jnp.where(used, ctx.breakplanes.margin(z, piece), jnp.inf))
 
-    return margin
+    return margin, (h0[k, i], h1[k, i])
 
 
 def _refine(b: _Bracket, margin, resolution) -> _Bracket:

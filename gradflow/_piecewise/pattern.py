@@ -36,6 +36,7 @@ class Breakplanes(eqx.Module):
     kinks: tuple[float, ...] = eqx.field(static=True)
     slope_below: tuple[float, ...] = eqx.field(static=True)
     slope_above: tuple[float, ...] = eqx.field(static=True)
+    values: tuple[float, ...] = eqx.field(static=True)  # σ(c_j)
 
     @property
     def num_pieces(self) -> int:
@@ -73,6 +74,8 @@ class Breakplanes(eqx.Module):
         old side's slope. Clamping into the piece's interval evaluates the formula of the
         piece the pattern says it is on.
         """
+        if self.activation.piecewise_linear:
+            return self._by_piece(piece, self._slopes).astype(z.dtype)
         lower, upper = self.bounds(piece)
         inside = jnp.clip(
             z, _step_off(lower.astype(z.dtype), 1), _step_off(upper.astype(z.dtype), -1)
@@ -92,12 +95,46 @@ class Breakplanes(eqx.Module):
         event, which the flow discards anyway (`benchmarks/relu_scaling.py`). Its slope is
         `slope`. A pinned entry (odd piece) keeps $\\sigma(z)$: it stays on its kink.
         """
+        if self.activation.piecewise_linear:
+            # On each open piece σ is its line through a kink at its end, exactly.
+            anchor = self._by_piece(piece, self._anchors)
+            line = self._by_piece(piece, self._anchor_values) + self._by_piece(
+                piece, self._slopes
+            ) * (z - anchor)
+            return jnp.where(piece % 2 == 1, self.activation(z), line.astype(z.dtype))
         lower, upper = self.bounds(piece)
         inside = jnp.clip(
             z, _step_off(lower.astype(z.dtype), 1), _step_off(upper.astype(z.dtype), -1)
         )
         value, slope = jax.jvp(self.activation, (inside,), (jnp.ones_like(inside),))
         return jnp.where(piece % 2 == 1, self.activation(z), value + slope * (z - inside))
+
+    # For a piecewise-linear σ, per piece (odd pieces, the kinks, take their lower side's):
+    # its slope, and a kink at its end with σ there. Piece 2j lies between c_{j-1} and
+    # c_j; its line is anchored at c_{j-1}, or at c_0 for j = 0.
+    @property
+    def _slopes(self) -> tuple[float, ...]:
+        return tuple(
+            self.slope_below[0] if q < 2 else self.slope_above[(q - 2) // 2]
+            for q in range(self.num_pieces)
+        )
+
+    @property
+    def _anchors(self) -> tuple[float, ...]:
+        return tuple(self.kinks[max(q // 2 - 1, 0)] for q in range(self.num_pieces))
+
+    @property
+    def _anchor_values(self) -> tuple[float, ...]:
+        return tuple(self.values[max(q // 2 - 1, 0)] for q in range(self.num_pieces))
+
+    @staticmethod
+    def _by_piece(piece: Int[Array, "..."], table: tuple[float, ...]) -> Float[Array, "..."]:
+        """`table[piece]` as a chain of selects (see `bounds`)."""
+        out = jnp.full(piece.shape, table[0])
+        for q, value in enumerate(table[1:], start=1):
+            if value != table[q - 1]:
+                out = jnp.where(piece >= q, value, out)
+        return out
 
     def one_sided_slopes(
         self, kink: Int[Array, "..."]
@@ -129,13 +166,14 @@ def breakplanes_of(activation: AbstractActivation) -> Breakplanes:
         )
     if any(not np.isfinite(c) for c in kinks) or any(b <= a for a, b in zip(kinks, kinks[1:])):
         raise ValueError(f"`{name}.kinks` must be finite and strictly increasing, got {kinks}.")
-    below, above = [], []
+    below, above, values = [], [], []
     with jax.ensure_compile_time_eval():
         for c in kinks:
             c = jnp.asarray(c, jnp.float64)
             derivative = jax.grad(lambda z: activation(z))
             below.append(float(derivative(_step_off(c, -1))))
             above.append(float(derivative(_step_off(c, 1))))
+            values.append(float(activation(c)))
             jump = float(activation(_step_off(c, 1)) - activation(_step_off(c, -1)))
             if abs(jump) > 1e-12 * max(1.0, abs(c)):
                 raise ValueError(
@@ -148,7 +186,7 @@ def breakplanes_of(activation: AbstractActivation) -> Breakplanes:
                 f"`net.activation` ({name}) has one-sided slopes {lo} and {hi} at its kink "
                 f"{c}: they must be finite and differ (drop {c} from `kinks` if σ is smooth there)."
             )
-    return Breakplanes(activation, kinks, tuple(below), tuple(above))
+    return Breakplanes(activation, kinks, tuple(below), tuple(above), tuple(values))
 
 
 def initial_pieces(breakplanes: Breakplanes, z: Float[Array, "m n"]) -> Int[Array, "m n"]:
