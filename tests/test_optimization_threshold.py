@@ -151,7 +151,7 @@ def test_threshold_and_growth_law_on_known_fractions():
         (dict(num_seeds=5, width_seeds=6), "width_seeds"),
         (dict(alignment_growth=0.5), "alignment_growth"),
         (dict(teacher=(1.0, 0.0)), "teacher"),
-        (dict(t_first=1e4), "t_first"),
+        (dict(t_first=1e4, t1=1e3), "t_first"),
         (dict(compare_width=7), "compare_width"),
     ],
 )

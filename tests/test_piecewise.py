@@ -408,8 +408,8 @@ class _LeakyByAutodiff(gf.LeakyReLU):
 )
 def test_piecewise_linear_pattern_values_match_autodiff(linear, generic):
     # σ and σ' on a pattern from the slope tables of a piecewise-linear σ equal (σ' exactly,
-    # σ to rounding) the generic path (autodiff of σ clamped into the piece, continued by its tangent) on
-    # every piece, entries off their piece's side and on kinks included.
+    # σ to rounding) the generic path (autodiff of σ clamped into the piece, continued by its
+    # tangent) on every piece, entries off their piece's side and on kinks included.
     fast, slow = breakplanes_of(linear), breakplanes_of(generic)
     z = 3 * jax.random.normal(jax.random.key(0), (40, 50))
     num_pieces = fast.num_pieces
