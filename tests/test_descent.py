@@ -45,12 +45,12 @@ def test_descent_converges_to_flow_at_first_order(getkey):
 def test_saved_steps_and_optax_optimizer(getkey):
     net, x, y = _problem(getkey, scale=0.1)
     ts = jnp.array([0.0, 0.5, 1.0])
-    # Optax's Adam mixes Python floats with its int32 step count, which the test-suite's
-    # strict promotion refuses; users run with JAX's standard promotion.
-    with jax.numpy_dtype_promotion("standard"):
-        sol = gf.gradient_descent(
-            net, x, y, learning_rate=0.1, t1=1.0, ts=ts, optimizer=optax.adam(1e-2)
-        )
+    # Optax's Adam mixes Python floats with its int32 step count; gradient_descent traces it
+    # under standard promotion, so it runs under the test suite's strict promotion too.
+    assert jax.config.jax_numpy_dtype_promotion == "strict"
+    sol = gf.gradient_descent(
+        net, x, y, learning_rate=0.1, t1=1.0, ts=ts, optimizer=optax.adam(1e-2)
+    )
     assert sol.loss.shape == (3,)
     np.testing.assert_allclose(sol.loss[0], gf.squared_loss(net, x, y), rtol=1e-14)
     np.testing.assert_allclose(sol.loss[-1], gf.squared_loss(sol.net, x, y), rtol=1e-14)

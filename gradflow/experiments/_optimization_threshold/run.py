@@ -390,18 +390,15 @@ def compare_methods(config: ThresholdConfig, flows: xr.Dataset, *, progress=Fals
                     )
                 else:
                     optimizer = optax.adam(config.adam_learning_rate) if method == "adam" else None
-                    # Optax's bias correction raises a float to an int32 step count, which
-                    # JAX's strict promotion (the test suite's) refuses: standard here.
-                    with jax.numpy_dtype_promotion("standard"):
-                        sol = gf.gradient_descent(
-                            net,
-                            px,
-                            py,
-                            weights=pw,
-                            learning_rate=config.learning_rate,
-                            t1=config.descent_t1,
-                            optimizer=optimizer,
-                        )
+                    sol = gf.gradient_descent(
+                        net,
+                        px,
+                        py,
+                        weights=pw,
+                        learning_rate=config.learning_rate,
+                        t1=config.descent_t1,
+                        optimizer=optimizer,
+                    )
                 a, W = np.asarray(sol.net.a), np.asarray(sol.net.W)
                 seconds[method] += time.perf_counter() - start
                 ends[method] = (a, W)
