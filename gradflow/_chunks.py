@@ -82,7 +82,8 @@ def run_batches(
     chunk_size = -(-min(chunk_size, total) // len(devices)) * len(devices)
     num_chunks = -(-total // chunk_size)
     store = None if checkpoint_dir is None else ChunkStore(checkpoint_dir, fingerprint)
-    batched = sharded(_Masked(batch_fn) if skip_padding else batch_fn, devices)
+    fn = _Masked(batch_fn) if skip_padding else batch_fn
+    batched = sharded(fn, devices)
     out_treedef, results = None, []
     for i in tqdm(range(num_chunks), desc=description, disable=not progress):
         cached = None if store is None else store.load(i)
@@ -102,10 +103,7 @@ def run_batches(
         results.append(host)
     if out_treedef is None:  # every chunk came from disk: trace once for the structure
         one = jax.tree_util.tree_map(lambda v: v[:1], inputs)
-        shapes = jax.eval_shape(
-            _Masked(batch_fn) if skip_padding else batch_fn,
-            (one, np.ones(1, bool)) if skip_padding else one,
-        )
+        shapes = jax.eval_shape(fn, (one, np.ones(1, bool)) if skip_padding else one)
         arrays, static = eqx.partition(shapes, lambda v: isinstance(v, jax.ShapeDtypeStruct))
         out_treedef = jax.tree_util.tree_structure(arrays)
     stacked = [np.concatenate(parts)[:total] for parts in zip(*results)]

@@ -46,7 +46,7 @@ from .._solution import assemble, observe, Solution
 from .._solver import Unrolled
 from .._status import Status, StopReason
 from .events import EventKind, EventLog
-from .pattern import Breakplanes, breakplanes_of, initial_pieces, is_pinned
+from .pattern import Breakplanes, breakplanes_of, initial_pieces, is_pinned, pin_kinks
 from .sliding import PiecewiseField, State
 
 
@@ -838,7 +838,7 @@ def _reach_kink(
     pins = jnp.where(pin, with_pin, p.pins)
     # A pin starts exactly on its breakplane; an entry that turned back (it only grazed
     # the kink, or rounding put it across) returns onto it.
-    held_kinks = (jnp.take_along_axis(p.pieces, jnp.maximum(p.pins, 0), axis=1) - 1) // 2
+    held_kinks = pin_kinks(p.pieces, p.pins)
     projected = ctx.field.project(
         state,
         with_pin,

@@ -52,14 +52,12 @@ class Breakplanes(eqx.Module):
         edges: XLA's CPU gather from a table costs 120 µs on an m·n = 10⁵ pattern, and
         cannot fuse with the element-wise work around it (a field evaluation of
         `benchmarks/relu_scaling.py` at n = 2048 calls this three times)."""
-        interval = piece // 2
-        lower = jnp.full(piece.shape, -np.inf)
-        upper = jnp.full(piece.shape, np.inf)
-        for j, c in enumerate(self.kinks):
-            lower = jnp.where(interval > j, c, lower)
-        for j, c in reversed(list(enumerate(self.kinks))):
-            upper = jnp.where(interval <= j, c, upper)
-        return lower, upper
+        edges = (-np.inf,) + self.kinks + (np.inf,)
+        pieces = range(self.num_pieces)
+        return (
+            self._by_piece(piece, tuple(edges[q // 2] for q in pieces)),
+            self._by_piece(piece, tuple(edges[q // 2 + 1] for q in pieces)),
+        )
 
     def margin(self, z: Float[Array, "..."], piece: Int[Array, "..."]) -> Float[Array, "..."]:
         """How far `z` lies inside its (open) piece: negative once it has left it."""
@@ -129,7 +127,8 @@ class Breakplanes(eqx.Module):
 
     @staticmethod
     def _by_piece(piece: Int[Array, "..."], table: tuple[float, ...]) -> Float[Array, "..."]:
-        """`table[piece]` as a chain of selects (see `bounds`)."""
+        """`table[piece]` as a chain of selects, one per change along the table (not a
+        gather: see `bounds`)."""
         out = jnp.full(piece.shape, table[0])
         for q, value in enumerate(table[1:], start=1):
             if value != table[q - 1]:
@@ -195,6 +194,12 @@ def initial_pieces(breakplanes: Breakplanes, z: Float[Array, "m n"]) -> Int[Arra
     return 2 * jnp.searchsorted(jnp.asarray(breakplanes.kinks, z.dtype), z, side="right").astype(
         jnp.int32
     )
+
+
+def pin_kinks(pieces: Int[Array, "m n"], pins: Int[Array, "m D"]) -> Int[Array, "m D"]:
+    """The index of the kink each pin holds its point on (-1 for unused pins: read their
+    entries through `jnp.maximum(kinks, 0)`)."""
+    return (jnp.take_along_axis(pieces, jnp.maximum(pins, 0), axis=1) - 1) // 2
 
 
 def is_pinned(pieces: Int[Array, "..."]) -> Bool[Array, "..."]:

@@ -34,7 +34,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from .pattern import Breakplanes, is_pinned
+from .pattern import Breakplanes, is_pinned, pin_kinks
 
 
 State = tuple[Float[Array, " m *k"], Float[Array, "m e"]]
@@ -109,7 +109,7 @@ class PiecewiseField(eqx.Module):
             pinned_error = jnp.take_along_axis(neuron_error, point, axis=1)
         has_error = pinned_error != 0
         slope = pinned_pull / jnp.where(has_error, pinned_error, 1)
-        kink = (jnp.take_along_axis(pieces, point, axis=1) - 1) // 2
+        kink = pin_kinks(pieces, pins)
         below, above = self.breakplanes.one_sided_slopes(jnp.maximum(kink, 0))
         alpha = jnp.where(in_use & has_error, (slope - below) / (above - below), 0.5)
         return W_dot, alpha
