@@ -14,7 +14,7 @@ from helpers import flatten, logistic_product, relative_error
 
 import gradflow as gf
 from gradflow._piecewise import EventKind, piecewise_flow
-from gradflow._piecewise.pattern import breakplanes_of
+from gradflow._piecewise.pattern import breakplanes_of, pin_kinks
 from gradflow._piecewise.sliding import PiecewiseField, solve_gram
 
 
@@ -421,3 +421,41 @@ def test_piecewise_linear_pattern_values_match_autodiff(linear, generic):
     np.testing.assert_array_equal(
         jnp.where(free, fast.slope(z, piece), 0), jnp.where(free, slow.slope(z, piece), 0)
     )
+
+
+@pytest.mark.parametrize("outputs", [0, 3])
+@pytest.mark.parametrize(
+    "linear, generic",
+    [
+        (gf.ReLU(), _LeakyByAutodiff(0.0)),
+        (gf.LeakyReLU(0.2), _LeakyByAutodiff(0.2)),
+        (_HardTanh(), _HardTanhByAutodiff()),
+    ],
+)
+def test_piecewise_linear_field_matches_the_pre_activation_path(linear, generic, outputs):
+    # The field of a piecewise-linear σ from two products with its slope matrix S (no z)
+    # equals the generic path through z = W̃ x̃ᵀ (σ on the pattern, then its slopes): ȧ, Ẇ,
+    # the residuals and the pins' α, with pins held on two kinks (hard tanh: intercepts
+    # ±1 on its outer pieces) and one or three outputs. Sums of ~30 products of O(1)
+    # terms: a few ulps; α divides by a residual, so 1e-13.
+    n, m, e = 30, 7, 3
+    keys = jax.random.split(jax.random.key(0), 6)
+    x = jax.random.normal(keys[0], (n, e))
+    y = jax.random.normal(keys[1], (n,) if outputs == 0 else (n, outputs))
+    weights = jax.random.uniform(keys[2], (n,)) / n
+    a = jax.random.normal(keys[3], (m,) if outputs == 0 else (m, outputs))
+    W = jax.random.normal(keys[4], (m, e))
+    fast, slow = (PiecewiseField(x, y, weights, breakplanes_of(act)) for act in (linear, generic))
+    num_open = (fast.breakplanes.num_pieces + 1) // 2
+    pieces = 2 * jax.random.randint(keys[5], (m, n), 0, num_open)
+    last = 2 * len(fast.breakplanes.kinks) - 1
+    pins = jnp.full((m, e), -1, jnp.int32).at[0, 0].set(0).at[0, 1].set(1).at[2, 0].set(3)
+    pieces = pieces.at[0, 0].set(1).at[0, 1].set(1).at[2, 3].set(last)
+    state = fast.project((a, W), pins, pin_kinks(pieces, pins))
+    (a_fast, W_fast), alpha_fast, _, error_fast = fast.evaluate_with_error(state, pieces, pins)
+    (a_slow, W_slow), alpha_slow, _, error_slow = slow.evaluate_with_error(state, pieces, pins)
+    assert float(jnp.max(jnp.abs(W_slow))) > 0.1 and bool(jnp.all(alpha_slow[0, :2] != 0.5))
+    np.testing.assert_allclose(a_fast, a_slow, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(W_fast, W_slow, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(error_fast, error_slow, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(alpha_fast, alpha_slow, rtol=0, atol=1e-13)

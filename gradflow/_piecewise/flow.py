@@ -46,7 +46,7 @@ from .._solution import assemble, observe, Solution
 from .._solver import Unrolled
 from .._status import Status, StopReason
 from .events import EventKind, EventLog
-from .pattern import Breakplanes, breakplanes_of, initial_pieces, is_pinned, pin_kinks
+from .pattern import Breakplanes, breakplanes_of, initial_pieces, pin_kinks
 from .sliding import PiecewiseField, State
 
 
@@ -139,6 +139,7 @@ class _Position(eqx.Module):
     pieces: Int[Array, "m n"]
     pins: Int[Array, "m D"]  # the data point each of a neuron's D pins holds; -1 if unused
     pin_record: Int[Array, "m D"]  # index in the event log of each pin's PIN event
+    pin_since: Float[Array, "m D"]  # when each pin began (inf if unused)
     h_free: Float[Array, "m n"]  # margins at `state`
     h_pin: Float[Array, "m D"]
     solver_state: PyTree
@@ -268,13 +269,14 @@ class _Context(eqx.Module):
         x, y, weights = self.data
         return squared_loss(self.to_net(state), x, y, weights, self.options.reduction)
 
-    def snapshot(self, state: State, pieces, log: EventLog) -> dict:
+    def snapshot(self, state: State, pins, log: EventLog) -> dict:
         """What is saved at a save time: `observe`'s record, the pins held and the
         crossings so far."""
         record = observe(state, self.to_net, self.loss, self.options.observables)
         record["observables"] = dict(
             record["observables"],
-            num_pinned=jnp.sum(is_pinned(pieces)).astype(jnp.int32),
+            # Each pinned entry holds one pin: counted on the (m, D) pins, not the pattern.
+            num_pinned=jnp.sum(pins >= 0).astype(jnp.int32),
             num_crossings=log.num_crossings,
         )
         return record
@@ -338,6 +340,7 @@ def _start(net, data, options, breakplanes) -> tuple[_Context, _Position]:
         pieces=pieces,
         pins=no_pins,
         pin_record=no_pins,
+        pin_since=jnp.full(no_pins.shape, jnp.inf, dtype),
         h_free=h_free,
         h_pin=h_pin,
         solver_state=ctx.solver.init(ctx.term, t0, ctx.t1, state, (pieces, no_pins)),
@@ -353,7 +356,7 @@ def _initial_loop(ctx: _Context, position: _Position) -> _Loop:
     p = position
     zero = jnp.zeros_like(p.t)
     log = EventLog.empty(ctx.options.max_events, zero.dtype)
-    template = jax.eval_shape(ctx.snapshot, p.state, p.pieces, log)
+    template = jax.eval_shape(ctx.snapshot, p.state, p.pins, log)
     unsaved = jax.tree_util.tree_map(
         lambda v: jnp.full(
             (ctx.options.ts.shape[0],) + v.shape,
@@ -363,7 +366,7 @@ def _initial_loop(ctx: _Context, position: _Position) -> _Loop:
         template,
     )
     output = _Output(log, save_index=jnp.zeros((), jnp.int32), saved=unsaved)
-    output = _save_until(ctx, output, zero, lambda t: p.state, p.pieces)
+    output = _save_until(ctx, output, zero, lambda t: p.state, p.pins)
     counts = _Counts(
         num_steps=jnp.zeros((), jnp.int32),
         num_accepted_steps=jnp.zeros((), jnp.int32),
@@ -480,7 +483,7 @@ def _attempt(ctx: _Context, c: _Loop) -> tuple[_Loop, _Step, Bool[Array, ""]]:
         c.output,
         jnp.where(smooth, t_next, -jnp.inf),
         ctx.interpolation(step).evaluate,
-        p.pieces,
+        p.pins,
     )
     position = _Position(
         t=jnp.where(smooth, t_next, p.t),
@@ -488,6 +491,7 @@ def _attempt(ctx: _Context, c: _Loop) -> tuple[_Loop, _Step, Bool[Array, ""]]:
         pieces=p.pieces,
         pins=p.pins,
         pin_record=p.pin_record,
+        pin_since=p.pin_since,
         h_free=jnp.where(smooth, h_free1, p.h_free),
         h_pin=jnp.where(smooth, h_pin1, p.h_pin),
         solver_state=select(accept, solver_state, p.solver_state),
@@ -698,6 +702,7 @@ class _Outcome(eqx.Module):
     pieces: Int[Array, "m n"]
     pins: Int[Array, "m D"]
     pin_record: Int[Array, "m D"]
+    pin_since: Float[Array, "m D"]
     log: EventLog
     out_of_pins: Bool[Array, ""]
     crossed: Bool[Array, ""]
@@ -712,24 +717,26 @@ def _apply_event(ctx: _Context, step: _Step, t_event, c: _Loop) -> _Loop:
     after a crossing)."""
     p = c.position
     state_at = ctx.interpolation(step).evaluate
-    output = _save_until(ctx, c.output, t_event, state_at, p.pieces)
+    output = _save_until(ctx, c.output, t_event, state_at, p.pins)
     state = state_at(t_event)
     velocity, alpha, z, error = ctx.field.evaluate_with_error(state, p.pieces, p.pins)
     h_free, h_pin = ctx.field.margins(z, alpha, p.pieces, p.pins)
-    h_free = jnp.where(step.candidates_free, h_free, jnp.inf)
-    h_pin = jnp.where(step.candidates_pin, h_pin, jnp.inf)
+    entry = _argmin_entry(jnp.where(step.candidates_free, h_free, jnp.inf))
+    h_first = h_free[entry]
+    h_pin_first = jnp.min(jnp.where(step.candidates_pin, h_pin, jnp.inf))
     # The first event is a free entry reaching a kink unless a pin's α left [0, 1] first.
-    at_kink = (jnp.min(h_free) < 0) | (jnp.min(h_free) <= jnp.min(h_pin))
+    at_kink = (h_first < 0) | (h_first <= h_pin_first)
     out = jax.lax.cond(
         at_kink,
-        lambda: _reach_kink(ctx, p, output.log, t_event, state, velocity, alpha, z, error, h_free),
-        lambda: _release(ctx, p, output.log, t_event, state, velocity, alpha, h_pin),
+        lambda: _reach_kink(ctx, p, output.log, t_event, state, velocity, alpha, z, error, entry),
+        lambda: _release(ctx, p, output.log, t_event, state, velocity, alpha, step),
     )
     # After a crossing the state is unchanged and the field on the new pattern is known:
-    # its margins need no new evaluation, and an FSAL solver's first stage is that field.
+    # its margins differ only at the entry that crossed, and an FSAL solver's first stage
+    # is that field.
     h_free, h_pin = jax.lax.cond(
         eqxi.unvmap_all(out.crossed),
-        lambda: ctx.field.margins(z, out.alpha, out.pieces, out.pins),
+        lambda: _crossed_margins(ctx.field, z, h_free, entry, out),
         lambda: _margins(ctx.field, out.state, out.pieces, out.pins),
     )
     first_stage = _first_stage(ctx.solver, p.solver_state, out.velocity)
@@ -744,6 +751,7 @@ def _apply_event(ctx: _Context, step: _Step, t_event, c: _Loop) -> _Loop:
         pieces=out.pieces,
         pins=out.pins,
         pin_record=out.pin_record,
+        pin_since=out.pin_since,
         h_free=h_free,
         h_pin=h_pin,
         solver_state=solver_state,
@@ -764,6 +772,15 @@ def _apply_event(ctx: _Context, step: _Step, t_event, c: _Loop) -> _Loop:
     )
     output = eqx.tree_at(lambda o: o.log, output, out.log)
     return _Loop(position, output, counts)
+
+
+def _crossed_margins(field: PiecewiseField, z, h_free, entry, out: "_Outcome"):
+    """The margins after a crossing of `entry` (or an entry that turned back), from those
+    before it, `h_free` at the same state: only that entry's piece changed, and neuron k's
+    pins' α."""
+    k, i = entry
+    h_ki = field.breakplanes.margin(z[k, i], out.pieces[k, i])
+    return h_free.at[k, i].set(h_ki), field.pin_margins(out.alpha, out.pins)
 
 
 def _first_stage(solver, solver_state, velocity):
@@ -791,16 +808,17 @@ def _last_stage(solver, solver_state):
 
 
 def _reach_kink(
-    ctx: _Context, p: _Position, log: EventLog, t_event, state, velocity, alpha, z, error, h_free
+    ctx: _Context, p: _Position, log: EventLog, t_event, state, velocity, alpha, z, error, entry
 ):
-    """The free entry $z_{ki}$ with the smallest margin has reached a kink at `t_event`:
+    """The free entry $z_{ki}$ (`entry`, the candidate with the smallest margin) has reached
+    a kink at `t_event`:
     it slides (taking neuron k's first unused pin), crosses, or turns back,
     as the two one-sided fields there say: `velocity` (with `alpha`, `z` and the residuals
     `error`) on its side, the pattern `p`'s, and the field with $z_{ki}$ on the other side
     of the kink, the other pins of neuron k still held. The two differ in neuron k's
     $\\dot{\\tilde w}_k$ and pins only: σ is continuous at its kinks, so the residuals, and
     with them every other neuron's velocity, are the same on both sides."""
-    k, i = _argmin_entry(h_free)
+    k, i = entry
     piece = p.pieces[k, i]
     lower, upper = ctx.breakplanes.bounds(piece)
     upward = upper - z[k, i] < z[k, i] - lower
@@ -855,16 +873,19 @@ def _reach_kink(
         log,
     )  # fmt: skip
     pin_record = jnp.where(pin, p.pin_record.at[k, free_pin].set(log.num_events), p.pin_record)
+    pin_since = jnp.where(pin, p.pin_since.at[k, free_pin].set(t_event), p.pin_since)
     return _Outcome(
-        new_state, pieces, pins, pin_record, new_log, out_of_pins=slides & ~has_free_pin,
+        new_state, pieces, pins, pin_record, pin_since, new_log, out_of_pins=slides & ~has_free_pin,
         crossed=crosses, changed=pin | crosses, velocity=other_velocity, alpha=other_alpha,
     )  # fmt: skip
 
 
-def _release(ctx: _Context, p: _Position, log: EventLog, t_event, state, velocity, alpha, h_pin):
-    """The pin whose $\\alpha$ first left $[0, 1]$ is released at `t_event`, to the side
-    whose field now points away: $\\alpha > 1$ above the kink, $\\alpha < 0$ below."""
-    k, j = _argmin_entry(h_pin)
+def _release(ctx: _Context, p: _Position, log: EventLog, t_event, state, velocity, alpha, step):
+    """The pin whose $\\alpha$ first left $[0, 1]$ among `step`'s candidates is released at
+    `t_event`, to the side whose field now points away: $\\alpha > 1$ above the kink,
+    $\\alpha < 0$ below."""
+    h_pin = ctx.field.pin_margins(alpha, p.pins)
+    k, j = _argmin_entry(jnp.where(step.candidates_pin, h_pin, jnp.inf))
     i = p.pins[k, j]
     kink = (p.pieces[k, i] - 1) // 2
     above = alpha[k, j] > 0.5
@@ -872,16 +893,23 @@ def _release(ctx: _Context, p: _Position, log: EventLog, t_event, state, velocit
     pins = p.pins.at[k, j].set(-1)
     log = log.release(p.pin_record[k, j], t_event, jnp.where(above, 1, -1))
     pin_record = p.pin_record.at[k, j].set(-1)
+    # A pin released at the instant it began changed nothing: the one-sided rates there
+    # are tangent (e.g. at a fitted net's rest point, residuals ~ 1e-11), where the pin and
+    # the α of its sliding are decided by rounding and may disagree; treated as a grazing
+    # event, not a pin and release at every step from then on.
+    began_now = p.pin_since[k, j] >= t_event
+    pin_since = p.pin_since.at[k, j].set(jnp.inf)
     no = jnp.asarray(False)
     return _Outcome(
-        state, pieces, pins, pin_record, log, out_of_pins=no, crossed=no, changed=~no,
+        state, pieces, pins, pin_record, pin_since, log, out_of_pins=no, crossed=no,
+        changed=~began_now,
         velocity=velocity, alpha=alpha,
     )  # fmt: skip
 
 
-def _save_until(ctx: _Context, output: _Output, t_end, state_at, pieces) -> _Output:
-    """Records every save time in `(t_last, t_end]`, interpolated by `state_at`, on the
-    pattern `pieces`."""
+def _save_until(ctx: _Context, output: _Output, t_end, state_at, pins) -> _Output:
+    """Records every save time in `(t_last, t_end]`, interpolated by `state_at`, with the
+    pins `pins` held."""
     ts = ctx.options.ts
     last = ts.shape[0] - 1
 
@@ -891,7 +919,7 @@ def _save_until(ctx: _Context, output: _Output, t_end, state_at, pieces) -> _Out
 
     def save(carry):
         index, saved = carry
-        record = ctx.snapshot(state_at(ts[index]), pieces, output.log)
+        record = ctx.snapshot(state_at(ts[index]), pins, output.log)
         saved = jax.tree_util.tree_map(lambda s, r: s.at[index].set(r), saved, record)
         return index + 1, saved
 

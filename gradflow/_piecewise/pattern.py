@@ -99,13 +99,32 @@ class Breakplanes(eqx.Module):
             line = self._by_piece(piece, self._anchor_values) + self._by_piece(
                 piece, self._slopes
             ) * (z - anchor)
-            return jnp.where(piece % 2 == 1, self.activation(z), line.astype(z.dtype))
+            return jnp.where(is_pinned(piece), self.activation(z), line.astype(z.dtype))
         lower, upper = self.bounds(piece)
         inside = jnp.clip(
             z, _step_off(lower.astype(z.dtype), 1), _step_off(upper.astype(z.dtype), -1)
         )
         value, slope = jax.jvp(self.activation, (inside,), (jnp.ones_like(inside),))
-        return jnp.where(piece % 2 == 1, self.activation(z), value + slope * (z - inside))
+        return jnp.where(is_pinned(piece), self.activation(z), value + slope * (z - inside))
+
+    def linear_pieces(
+        self, piece: Int[Array, "..."], dtype
+    ) -> tuple[Float[Array, "..."], Float[Array, "..."] | None]:
+        """For a piecewise-linear σ, the slope $s$ and intercept $c$ with $\\sigma(z) = s z + c$
+        on each entry's piece; a pinned entry (odd piece) gets $s = 0$ and $c = \\sigma$ at
+        its kink, its value while it slides (its slope enters through the pin system).
+        The intercept is None when every piece's is 0 (ReLU, leaky ReLU)."""
+        slopes = tuple(0.0 if q % 2 else v for q, v in enumerate(self._slopes))
+        intercepts = tuple(
+            self.values[q // 2] if q % 2 else value - slope * anchor
+            for q, (slope, anchor, value) in enumerate(
+                zip(self._slopes, self._anchors, self._anchor_values)
+            )
+        )
+        slope = self._by_piece(piece, slopes).astype(dtype)
+        if not any(intercepts):
+            return slope, None
+        return slope, self._by_piece(piece, intercepts).astype(dtype)
 
     # For a piecewise-linear σ, per piece (odd pieces, the kinks, take their lower side's):
     # its slope, and a kink at its end with σ there. Piece 2j lies between c_{j-1} and
@@ -203,4 +222,6 @@ def pin_kinks(pieces: Int[Array, "m n"], pins: Int[Array, "m D"]) -> Int[Array, 
 
 
 def is_pinned(pieces: Int[Array, "..."]) -> Bool[Array, "..."]:
-    return pieces % 2 == 1
+    """Odd pieces are kinks. The low bit, not `pieces % 2`: XLA's signed remainder is a
+    chain of selects, and this runs on every pattern entry at every field evaluation."""
+    return (pieces & 1) == 1
