@@ -68,7 +68,7 @@ class AdaptiveRegimeConfig(eqx.Module):
     activation: str = "relu"
     width: int = 10
     scale: float = 1e-6
-    num_seeds: int = 128
+    num_seeds: int = 1024
     sweep_activations: tuple[str, ...] = ("relu", "leaky_relu", "tanh")
     sweep_widths: tuple[int, ...] = (4, 10, 20)
     sweep_scales: tuple[float, ...] = (1e-1, 1e-2, 1e-4, 1e-6, 1e-8, 1e-12)
