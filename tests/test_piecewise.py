@@ -459,3 +459,29 @@ def test_piecewise_linear_field_matches_the_pre_activation_path(linear, generic,
     np.testing.assert_allclose(W_fast, W_slow, rtol=0, atol=1e-14)
     np.testing.assert_allclose(error_fast, error_slow, rtol=0, atol=1e-15)
     np.testing.assert_allclose(alpha_fast, alpha_slow, rtol=0, atol=1e-13)
+
+
+def test_pin_systems_solved_on_the_leading_slots_that_hold_the_pins():
+    # With more pin slots than the unrolled elimination takes (dim x̃ = 9 here), the field
+    # solves each neuron's pin system on the fewest leading slots that hold every neuron's
+    # pins; the same velocity and α as on all slots, for 0, 1, 3 and 5 pins held (sizes 0,
+    # 2, 4 and 8 of 9).
+    n, m, e = 40, 5, 9
+    keys = jax.random.split(jax.random.key(1), 5)
+    x = jax.random.normal(keys[0], (n, e))
+    field = PiecewiseField(
+        x, jax.random.normal(keys[1], (n,)), jnp.full((n,), 1.0 / n), breakplanes_of(gf.ReLU())
+    )
+    state = (jax.random.normal(keys[2], (m,)), jax.random.normal(keys[3], (m, e)))
+    for held in (0, 1, 3, 5):
+        pins = jnp.full((m, e), -1, jnp.int32).at[1, :held].set(jnp.arange(held, dtype=jnp.int32))
+        pieces = 2 * (state[1] @ x.T > 0).astype(jnp.int32)
+        pieces = pieces.at[1, :held].set(1)
+        on_kink = field.project(state, pins, pin_kinks(pieces, pins))
+        _, free_pull, error = field._linear_pieces(*on_kink, pieces)
+        W_dot, alpha = field._slide(on_kink[0], free_pull, error, pieces, pins)
+        W_all, alpha_all = field._slide_on(on_kink[0], free_pull, error, pieces, pins)
+        np.testing.assert_allclose(W_dot, W_all, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(alpha, alpha_all, rtol=0, atol=1e-12)
+        if held:
+            assert bool(jnp.all(alpha[1, :held] != 0.5))

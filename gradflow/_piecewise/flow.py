@@ -92,7 +92,10 @@ def piecewise_flow(
 
     - `rtol`: local error per step relative to $\\|\\theta\\|$.
     - `solver`: an explicit Runge–Kutta Diffrax solver with an error estimate and dense
-      output (`Tsit5()`, `Dopri5()`, `Dopri8()`).
+      output (`Tsit5()`, `Dopri5()`, `Dopri8()`, `Bosh3()`). Where events cut nearly every
+      step (thousands of points, tens of neurons: `benchmarks/relu_scaling.py`) each event
+      costs one step, and `Bosh3()` (three new stages, not six) is the cheaper choice;
+      where long stretches pass without events, Tsit5's higher order takes fewer steps.
     - `max_steps`: solver step budget (accepted plus rejected; locating an event costs no
       steps); a run that exhausts it ends with status `MAX_STEPS_REACHED` and its last state.
     - `max_events`: length of the event log. The flow itself is not limited: events past it
@@ -890,15 +893,22 @@ def _release(ctx: _Context, p: _Position, log: EventLog, t_event, state, velocit
     kink = (p.pieces[k, i] - 1) // 2
     above = alpha[k, j] > 0.5
     pieces = p.pieces.at[k, i].set(jnp.where(above, 2 * kink + 2, 2 * kink))
-    pins = p.pins.at[k, j].set(-1)
     log = log.release(p.pin_record[k, j], t_event, jnp.where(above, 1, -1))
-    pin_record = p.pin_record.at[k, j].set(-1)
+    # A neuron's pins stay in its leading slots (a new pin takes the first unused one):
+    # the last is moved into the freed slot, so the pin systems can be solved on the
+    # leading slots only (`PiecewiseField._slide`).
+    last = jnp.sum(p.pins[k] >= 0) - 1
+
+    def compact(slots, unused):
+        return slots.at[k, j].set(slots[k, last]).at[k, last].set(unused)
+
+    pins, pin_record = compact(p.pins, -1), compact(p.pin_record, -1)
     # A pin released at the instant it began changed nothing: the one-sided rates there
     # are tangent (e.g. at a fitted net's rest point, residuals ~ 1e-11), where the pin and
     # the α of its sliding are decided by rounding and may disagree; treated as a grazing
     # event, not a pin and release at every step from then on.
     began_now = p.pin_since[k, j] >= t_event
-    pin_since = p.pin_since.at[k, j].set(jnp.inf)
+    pin_since = compact(p.pin_since, jnp.inf)
     no = jnp.asarray(False)
     return _Outcome(
         state, pieces, pins, pin_record, pin_since, log, out_of_pins=no, crossed=no,
