@@ -30,6 +30,8 @@ batch of small masked solves with identity rows for the unused pins. The sliding
 while every $\\alpha_{ki} \\in [0, 1]$; one that leaves it releases its pin.
 """
 
+from functools import partial
+
 import equinox as eqx
 import equinox.internal as eqxi
 import jax
@@ -76,7 +78,7 @@ class PiecewiseField(eqx.Module):
         velocity is used (a solver's stages) XLA drops it."""
         a, W = state
         z = W @ self.inputs.T
-        if self.breakplanes.activation.piecewise_linear:
+        if self.breakplanes.activation.piecewise_linear and a.ndim == 1:
             a_dot, free_pull, error = self._linear_pieces(a, W, pieces)
         else:
             hidden = self.breakplanes.value(z, pieces)
@@ -90,10 +92,10 @@ class PiecewiseField(eqx.Module):
         return (a_dot, W_dot), alpha, z, error
 
     def _linear_pieces(self, a, W, pieces):
-        """$\\dot a$, the free pull and the residuals for a piecewise-linear σ, without
-        forming $z$: on the pattern, $\\sigma(z_{ki}) = s_{ki} z_{ki} + c_{ki}$ (slope and
-        intercept of the entry's piece; a pinned entry has $s = 0$ and $c = \\sigma$ at its
-        kink), so with $S = (s_{ki})$
+        """$\\dot a$, the free pull and the residuals of a one-output net with a
+        piecewise-linear σ, without forming $z$: on the pattern, $\\sigma(z_{ki}) = s_{ki}
+        z_{ki} + c_{ki}$ (slope and intercept of the entry's piece; a pinned entry has $s = 0$
+        and $c = \\sigma$ at its kink), so with $S = (s_{ki})$
 
         $$f(x_i) = \\tilde x_i \\cdot \\textstyle\\sum_k s_{ki} a_k \\tilde w_k
         + \\sum_k a_k c_{ki}, \\qquad
@@ -101,34 +103,20 @@ class PiecewiseField(eqx.Module):
         \\dot a_k = -\\tilde w_k \\cdot \\text{pull}_k - \\sum_i c_{ki} e_i:$$
 
         two products with the (m, n) matrix $S$ instead of $z = \\tilde W \\tilde x^\\top$
-        and the element-wise work on it (1.5x faster at m·n = 10⁵,
-        `benchmarks/relu_scaling.py`). With k outputs, $a_k e_i$ reads $a_k \\cdot e_i$."""
+        and the element-wise work on it (134 → 59 µs at m·n = 10⁵, e = 2;
+        `benchmarks/relu_scaling.py`). Not for k outputs: the products would be k times
+        wider than those through $z$ (10× the work on the digits problem, measured)."""
         x = self.inputs
-        m, e = W.shape
         slope, intercept = self.breakplanes.linear_pieces(pieces, W.dtype)
-        # Σ_k s_ki a_k w̃_k, as (outputs·e, n); with k outputs one row per (output, e).
-        weighted = a[:, None] * W if a.ndim == 1 else (a[:, :, None] * W[:, None, :])
-        combined = _left_times(weighted.reshape(m, -1), slope)
-        if a.ndim == 1:
-            output = jnp.sum(combined.T * x, axis=1)
-        else:
-            output = jnp.einsum("oen,ne->no", combined.reshape(a.shape[1], e, -1), x)
+        output = jnp.sum(_left_times(a[:, None] * W, slope).T * x, axis=1)
         if intercept is not None:
             output = output + intercept.T @ a
-        if a.ndim == 1:
-            error = self.sample_weights * (output - self.targets)
-            pull = _times(slope, error[:, None] * x)  # (m, e)
-            a_dot = -jnp.sum(pull * W, axis=1)
-            free_pull = pull
-        else:
-            error = self.sample_weights[:, None] * (output - self.targets)  # (n, k)
-            per_output = error[:, :, None] * x[:, None, :]  # (n, k, e)
-            pull = _times(slope, per_output.reshape(x.shape[0], -1)).reshape(m, -1, e)
-            a_dot = -jnp.einsum("koe,ke->ko", pull, W)
-            free_pull = jnp.einsum("ko,koe->ke", a, pull)
+        error = self.sample_weights * (output - self.targets)
+        pull = _times(slope, error[:, None] * x)  # (m, e)
+        a_dot = -jnp.sum(pull * W, axis=1)
         if intercept is not None:
             a_dot = a_dot - intercept @ error
-        return a_dot, free_pull, error
+        return a_dot, pull, error
 
     def _free_pull(self, a, z, error, pieces):
         """$\\sum_{j \\text{ free}} (a_k e_j) s_{kj} \\tilde x_j$ per neuron `(m, e)` without
@@ -149,33 +137,18 @@ class PiecewiseField(eqx.Module):
 
     def _slide(self, a, free_pull, error, pieces, pins):
         """$\\dot{\\tilde w}_k$ and the pins' $\\alpha$ from the free pull: the pinned
-        points' slopes solve each neuron's pin system.
-
-        A neuron has D = dim x̃ pin slots (65 for 8×8 digits with a bias), but the flow keeps
-        each neuron's pins in its leading slots (`piecewise_flow` compacts them at a
-        release), so the systems are solved on the fewest leading slots, from (0, 2, 4, 8,
-        16, 32, D), that hold every neuron's pins: a batch of 65×65 Gram products and
-        factorisations per field evaluation cost 2.3 ms on the digits problem while one pin
-        was held anywhere. The size is one for all seeds of a `vmap` (the largest needed)."""
+        points' slopes solve each neuron's pin system (on the leading slots that hold the
+        pins, `on_leading_slots`)."""
         slots = pins.shape[1]
-        if slots <= _ELIMINATED_PINS:
-            return self._slide_on(a, free_pull, error, pieces, pins)
-        sizes = tuple(size for size in (0, 2, 4, 8, 16, 32) if size < slots) + (slots,)
-        held = eqxi.unvmap_max(jnp.max(jnp.sum(pins >= 0, axis=1)))
-        index = jnp.searchsorted(jnp.asarray(sizes, held.dtype), held).astype(jnp.int32)
 
-        def on_leading(size):
-            def solve(a, free_pull, error, pieces, pins):
-                if size == 0:
-                    outer = -a[:, None] if a.ndim == 1 else -1.0
-                    return outer * free_pull, jnp.full(pins.shape, 0.5, free_pull.dtype)
-                W_dot, alpha = self._slide_on(a, free_pull, error, pieces, pins[:, :size])
-                return W_dot, jnp.pad(alpha, ((0, 0), (0, slots - size)), constant_values=0.5)
+        def solve(size):
+            if size == 0:
+                outer = -a[:, None] if a.ndim == 1 else -1.0
+                return outer * free_pull, jnp.full(pins.shape, 0.5, free_pull.dtype)
+            W_dot, alpha = self._slide_on(a, free_pull, error, pieces, pins[:, :size])
+            return W_dot, jnp.pad(alpha, ((0, 0), (0, slots - size)), constant_values=0.5)
 
-            return solve
-
-        branches = [on_leading(size) for size in sizes]
-        return jax.lax.switch(index, branches, a, free_pull, error, pieces, pins)
+        return on_leading_slots(pins, solve)
 
     def _slide_on(self, a, free_pull, error, pieces, pins):
         """`_slide` on all of `pins`' slots."""
@@ -217,6 +190,15 @@ class PiecewiseField(eqx.Module):
         """The nearest state (in each $\\tilde w_k$) with every pinned $z_{ki}$ exactly on its
         kink (`kinks`: the index of each pin's kink): removes the root finder's residual
         when a pin starts."""
+
+        def shift(size):
+            if size == 0:
+                return state
+            return self._project_on(state, pins[:, :size], kinks[:, :size])
+
+        return on_leading_slots(pins, shift)
+
+    def _project_on(self, state: State, pins, kinks) -> State:
         a, W = state
         x_pinned, in_use = self.pinned_inputs(pins)
         target = self.breakplanes.kink_value(jnp.maximum(kinks, 0)).astype(W.dtype)
@@ -230,21 +212,45 @@ class PiecewiseField(eqx.Module):
         return self.evaluate(state, pieces, pins)[0]
 
 
-# XLA's CPU dot (XNNPACK) runs the products with S, (m, n) @ (n, c), ~2.5x faster with c a
-# multiple of 4 than with c = 2 or 3 (measured at m·n = 10⁵): the narrow operand is padded.
+def on_leading_slots(pins: Int[Array, "m D"], solve):
+    """`solve(size)` for the fewest leading pin slots, from (0, 2, 4, 8, 16, 32, D), that
+    hold every neuron's pins, with `pins` kept in each neuron's leading slots
+    (`piecewise_flow` compacts them at a release); the size is one for all seeds of a
+    `vmap` (the largest).
+
+    A neuron has D = dim x̃ pin slots (65 for 8×8 digits with a bias): solving the pin systems
+    on all of them meant 32 batched 65×65 Gram products and factorisations per field
+    evaluation on the digits problem (2.3 ms while one pin was held anywhere; its exact
+    flow 423 s → 24 s with these sizes, 30–36 s with (0, 4, 16, D) or (0, 8, 32, D)). Each
+    size is a branch compiled into every field evaluation (a flow at d = 8 compiled in 17 s
+    with these sizes against 9 s with one), so D ≤ 16 is solved whole."""
+    slots = pins.shape[1]
+    if slots <= _WHOLE_PINS:
+        return solve(slots)
+    sizes = tuple(size for size in (0, 2, 4, 8, 16, 32) if size < slots) + (slots,)
+    held = eqxi.unvmap_max(jnp.max(jnp.sum(pins >= 0, axis=1)))
+    index = jnp.searchsorted(jnp.asarray(sizes, held.dtype), held).astype(jnp.int32)
+    return jax.lax.switch(index, [partial(solve, size) for size in sizes])
+
+
+_WHOLE_PINS = 16
+
+
+# XLA's CPU dot (XNNPACK) runs the products with S, (m, n) @ (n, c), ~2.5x faster with c = 4
+# than with c = 2 or 3 (measured at m·n = 10⁵; c = 4 … 8 alike): a narrower operand is padded.
 _DOT_WIDTH = 4
 
 
 def _times(S: Float[Array, "m n"], U: Float[Array, "n c"]) -> Float[Array, "m c"]:
     c = U.shape[1]
-    pad = -c % _DOT_WIDTH
+    pad = max(_DOT_WIDTH - c, 0)
     return (S @ jnp.pad(U, ((0, 0), (0, pad))))[:, :c]
 
 
 def _left_times(V: Float[Array, "m c"], S: Float[Array, "m n"]) -> Float[Array, "c n"]:
     """$V^\\top S$."""
     c = V.shape[1]
-    pad = -c % _DOT_WIDTH
+    pad = max(_DOT_WIDTH - c, 0)
     return (jnp.pad(V, ((0, 0), (0, pad))).T @ S)[:c]
 
 
