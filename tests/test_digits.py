@@ -4,8 +4,10 @@ the outer layer's closed-form flow against an independent reference, the split a
 preprocessing, and clear errors for bad configurations. The flow itself against the
 closed form and the quick reproduction are slow."""
 
+import dataclasses
 import gzip
 
+import jax
 import numpy as np
 import pytest
 import scipy.linalg
@@ -204,6 +206,10 @@ def test_config_rejects_bad_input():
         digits.DigitsConfig(train_per_class=0)
     with pytest.raises(ValueError, match="`kernel_scales` must list positive"):
         digits.DigitsConfig(kernel_scales=(0.0, 1.0))
+    with pytest.raises(ValueError, match="`relu_method` must be 'descent'"):
+        digits.DigitsConfig(relu_method="smooth")
+    with pytest.raises(ValueError, match="`relu_max_steps` must be a positive integer"):
+        digits.DigitsConfig(relu_max_steps=0)
 
 
 def test_designed_activation_is_a_band_pass():
@@ -268,3 +274,39 @@ def test_quick_reproduction_writes_every_figure_beside_its_numbers(tmp_path):
     before = (out / "accuracy.csv").read_text()
     assert main(args + ["--checkpoint-dir", str(check)]) == 0
     assert (out / "accuracy.csv").read_text() == before
+
+
+@pytest.mark.slow  # ~40 s: exact flows in 64-D with 10 outputs compile slowly
+def test_adaptive_relu_by_the_exact_flow_is_gradient_flow_and_gd_follows_it():
+    # `relu_method="exact"`: each seed's ReLU net by the exact Filippov flow, stopped at
+    # `loss_tol`: the train loss equals the loss of `gradient_flow(..., kinks="exact")` on the
+    # same data and net (the wiring), and GD at η and η/2 ends O(η) from the flow where it
+    # stopped (the distance roughly halves), so it is the flow GD approximates.
+    import jax.numpy as jnp
+
+    import gradflow as gf
+
+    config = dataclasses.replace(
+        digits.quick_config(), activations=("relu",), relu_method="exact"
+    )
+    ds = digits.adaptive_regime(config)
+    assert str(ds["method"].values[0]) == "exact Filippov flow"
+    images, labels = digits.images_and_labels(config)
+    data = digits.seed_data(config, images, labels, 0)
+    x, y = jnp.asarray(data["x"]), jnp.asarray(data["y"])
+    net = jax.tree_util.tree_map(lambda v: v[0], digits.adaptive_nets(config, "relu", x.shape[-1]))
+    sol = gf.gradient_flow(
+        net, x, y, t1=config.adaptive_t1, loss_tol=config.loss_tol, rtol=config.rtol,
+        kinks="exact", max_steps=config.relu_max_steps,
+    )  # fmt: skip
+    assert sol.succeeded
+    np.testing.assert_allclose(float(ds["train_loss"].values[0, 0]), float(sol.final_loss),
+                               rtol=1e-12)  # fmt: skip
+    t_stop = float(sol.t_stop)
+    theta = np.concatenate([np.ravel(v) for v in (sol.net.a, sol.net.W, sol.net.b)])
+    gaps = []
+    for eta in (2e-3, 1e-3):
+        gd = gf.gradient_descent(net, x, y, learning_rate=eta, t1=round(t_stop / eta) * eta)
+        theta_gd = np.concatenate([np.ravel(v) for v in (gd.net.a, gd.net.W, gd.net.b)])
+        gaps.append(np.linalg.norm(theta_gd - theta) / np.linalg.norm(theta))
+    assert gaps[1] < 0.7 * gaps[0] and gaps[0] < 0.05, gaps

@@ -350,7 +350,7 @@ def adaptive_regime(config: DigitsConfig, *, progress: bool = False):
     """Every weight trained from `adaptive_nets` (a small outer layer, or all small):
     for every activation the flow on each seed's training set until the loss is below
     `loss_tol` (or `adaptive_t1`, or `max_steps`); ReLU by gradient descent
-    (`_descent`).
+    (`_descent`) or the exact flow (`relu_method`).
 
     Variables `(activation, seed)`: `test_accuracy`, `train_loss`, `t_stop`, `steps`
     (solver steps, or GD steps), `status` (0: reached `loss_tol`; 1: reached
@@ -369,15 +369,22 @@ def adaptive_regime(config: DigitsConfig, *, progress: bool = False):
         start = time.perf_counter()
         registered = activation_name(config, name)
         nets = adaptive_nets(config, registered, x.shape[-1])
-        if gf.get_activation(registered).kinks:
+        kinked = bool(gf.get_activation(registered).kinks)
+        if kinked and config.relu_method == "descent":
             final, t_stop[i], loss[i], steps[i] = _descent(config, nets, x, y)
             status[i] = np.where(loss[i] <= config.loss_tol, 0, 1)
             methods.append(f"gradient descent, η = {config.relu_learning_rate:g}")
         else:
+            if kinked:  # the exact Filippov flow, seeds one after another
+                options = dict(kinks="exact", max_steps=config.relu_max_steps)
+            else:
+                options = dict(
+                    solver=gf.Unrolled(dfx.Tsit5()), max_steps=config.max_steps,
+                    schedule="lockstep", chunk_size=config.num_seeds,
+                )  # fmt: skip
             sol = gf.flow_ensemble(
                 nets, x, y, t1=config.adaptive_t1, loss_tol=config.loss_tol, rtol=config.rtol,
-                solver=gf.Unrolled(dfx.Tsit5()), max_steps=config.max_steps, schedule="lockstep",
-                chunk_size=config.num_seeds, progress=progress,
+                progress=progress, **options,
             )  # fmt: skip
             final = sol.net
             loss[i] = np.asarray(sol.final_loss)
@@ -385,7 +392,7 @@ def adaptive_regime(config: DigitsConfig, *, progress: bool = False):
             steps[i] = np.asarray(sol.num_steps)
             reached = np.asarray(sol.final_loss) <= config.loss_tol
             status[i] = np.where(np.asarray(sol.status) == 0, np.where(reached, 0, 1), 2)
-            methods.append("gradient flow (Tsit5)")
+            methods.append("exact Filippov flow" if kinked else "gradient flow (Tsit5)")
         for s in range(config.num_seeds):
             net = _seed(final, s)
             norm[i, s] = float(np.median(np.linalg.norm(np.asarray(net.W), axis=1)))
