@@ -63,12 +63,11 @@ class DigitsConfig(eqx.Module):
     slow for the full run). Trained by the gradient flow (`gradflow.flow_ensemble`,
     explicit Tsit5 at `rtol`, at most `max_steps`) until the training loss is below
     `loss_tol` or $t$ = `adaptive_t1`. Kinked activations (ReLU) by `relu_method`:
-    `"descent"`, gradient descent at `relu_learning_rate`, stopped at the first of
-    `num_times` log-spaced save times where the loss is below `loss_tol` (what the
-    committed full run used; at η = 0.1 it ends 0.43 from the flow on seed 0, at 0.03
-    within 3.5e-5: `benchmarks/RESULTS.md`, session 10); or `"exact"`, the exact Filippov
-    flow (`kinks="exact"`, at most `relu_max_steps` steps; ~15–30 s a seed at full size on
-    one core).
+    `"exact"`, the exact Filippov flow (`kinks="exact"`, at most `relu_max_steps` steps;
+    ~15–30 s a seed at full size on one core), or `"descent"`, gradient descent at
+    `relu_learning_rate`, stopped at the first of `num_times` log-spaced save times where
+    the loss is below `loss_tol` (at η = 0.1 it ends 0.43 from the flow on seed 0, at 0.03
+    within 3.5e-5: `benchmarks/RESULTS.md`, session 10).
 
     **Measures.** DCT cut-offs: every band $0 \\dots 2L - 2$. Spectra on `num_lines`
     random lines of half-length `line_half_length`, `line_points` samples each;
@@ -93,7 +92,7 @@ class DigitsConfig(eqx.Module):
     loss_tol: float = 0.05
     rtol: float = 1e-8
     relu_learning_rate: float = 0.1
-    relu_method: str = "descent"
+    relu_method: str = "exact"
     relu_max_steps: int = 100_000
     num_times: int = 200
     band_centre: float = 2.0

@@ -229,6 +229,8 @@ def reproduce(
         adaptive_t1=config.adaptive_t1,
         loss_tol=config.loss_tol,
         relu_learning_rate=config.relu_learning_rate,
+        relu_method=config.relu_method,
+        relu_max_steps=config.relu_max_steps,
         kernel_at_tol=per_activation(kernel, "test_accuracy"),
         kernel_limit=per_activation(kernel, "test_accuracy_limit", scale=scale),
         kernel_scales={
@@ -308,7 +310,13 @@ def summary_text(summary: dict) -> str:
         )
         + f", ε = {summary['init_scale']:g}, until the training loss is "
         f"≤ {summary['loss_tol']:g} (or t = {summary['adaptive_t1']:g}, or "
-        f"{summary['max_steps']} solver steps); method: "
+        f"{summary['max_steps']} solver steps"
+        + (
+            f"; {summary['relu_max_steps']} for the exact flow of a kinked activation"
+            if summary.get("relu_method") == "exact"
+            else ""
+        )
+        + "); method: "
         + "; ".join(f"{a}: {m}" for a, m in summary["adaptive_method"].items()),
         "test accuracy (accuracy.csv; mean ± sd over seeds):",
     ]
