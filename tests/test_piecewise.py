@@ -398,14 +398,15 @@ class _LeakyByAutodiff(gf.LeakyReLU):
     piecewise_linear = False
 
 
-@pytest.mark.parametrize(
-    "linear, generic",
-    [
-        (gf.ReLU(), _LeakyByAutodiff(0.0)),
-        (gf.LeakyReLU(0.2), _LeakyByAutodiff(0.2)),
-        (_HardTanh(), _HardTanhByAutodiff()),
-    ],
-)
+# Each piecewise-linear activation beside the same σ evaluated by the generic path.
+_LINEAR_AND_GENERIC = [
+    (gf.ReLU(), _LeakyByAutodiff(0.0)),
+    (gf.LeakyReLU(0.2), _LeakyByAutodiff(0.2)),
+    (_HardTanh(), _HardTanhByAutodiff()),
+]
+
+
+@pytest.mark.parametrize("linear, generic", _LINEAR_AND_GENERIC)
 def test_piecewise_linear_pattern_values_match_autodiff(linear, generic):
     # σ and σ' on a pattern from the slope tables of a piecewise-linear σ equal (σ' exactly,
     # σ to rounding) the generic path (autodiff of σ clamped into the piece, continued by its
@@ -423,14 +424,7 @@ def test_piecewise_linear_pattern_values_match_autodiff(linear, generic):
     )
 
 
-@pytest.mark.parametrize(
-    "linear, generic",
-    [
-        (gf.ReLU(), _LeakyByAutodiff(0.0)),
-        (gf.LeakyReLU(0.2), _LeakyByAutodiff(0.2)),
-        (_HardTanh(), _HardTanhByAutodiff()),
-    ],
-)
+@pytest.mark.parametrize("linear, generic", _LINEAR_AND_GENERIC)
 def test_piecewise_linear_field_matches_the_pre_activation_path(linear, generic):
     # The field of a piecewise-linear σ from two products with its slope matrix S (no z)
     # equals the generic path through z = W̃ x̃ᵀ (σ on the pattern, then its slopes): ȧ, Ẇ,

@@ -726,13 +726,13 @@ def _apply_event(ctx: _Context, step: _Step, t_event, c: _Loop) -> _Loop:
     h_free, h_pin = ctx.field.margins(z, alpha, p.pieces, p.pins)
     entry = _argmin_entry(jnp.where(step.candidates_free, h_free, jnp.inf))
     h_first = h_free[entry]
-    h_pin_first = jnp.min(jnp.where(step.candidates_pin, h_pin, jnp.inf))
+    h_pin_candidates = jnp.where(step.candidates_pin, h_pin, jnp.inf)
     # The first event is a free entry reaching a kink unless a pin's α left [0, 1] first.
-    at_kink = (h_first < 0) | (h_first <= h_pin_first)
+    at_kink = (h_first < 0) | (h_first <= jnp.min(h_pin_candidates))
     out = jax.lax.cond(
         at_kink,
         lambda: _reach_kink(ctx, p, output.log, t_event, state, velocity, alpha, z, error, entry),
-        lambda: _release(ctx, p, output.log, t_event, state, velocity, alpha, step),
+        lambda: _release(ctx, p, output.log, t_event, state, velocity, alpha, h_pin_candidates),
     )
     # After a crossing the state is unchanged and the field on the new pattern is known:
     # its margins differ only at the entry that crossed, and an FSAL solver's first stage
@@ -883,12 +883,11 @@ def _reach_kink(
     )  # fmt: skip
 
 
-def _release(ctx: _Context, p: _Position, log: EventLog, t_event, state, velocity, alpha, step):
-    """The pin whose $\\alpha$ first left $[0, 1]$ among `step`'s candidates is released at
-    `t_event`, to the side whose field now points away: $\\alpha > 1$ above the kink,
-    $\\alpha < 0$ below."""
-    h_pin = ctx.field.pin_margins(alpha, p.pins)
-    k, j = _argmin_entry(jnp.where(step.candidates_pin, h_pin, jnp.inf))
+def _release(ctx: _Context, p: _Position, log: EventLog, t_event, state, velocity, alpha, h_pin):
+    """The pin whose $\\alpha$ first left $[0, 1]$ (the smallest of the candidates' pin
+    margins `h_pin`) is released at `t_event`, to the side whose field now points away:
+    $\\alpha > 1$ above the kink, $\\alpha < 0$ below."""
+    k, j = _argmin_entry(h_pin)
     i = p.pins[k, j]
     kink = (p.pieces[k, i] - 1) // 2
     above = alpha[k, j] > 0.5

@@ -241,17 +241,18 @@ _WHOLE_PINS = 16
 _DOT_WIDTH = 4
 
 
+def _widened(U: Float[Array, "r c"]) -> Float[Array, "r _"]:
+    """`U` with zero columns added up to `_DOT_WIDTH`."""
+    return jnp.pad(U, ((0, 0), (0, max(_DOT_WIDTH - U.shape[1], 0))))
+
+
 def _times(S: Float[Array, "m n"], U: Float[Array, "n c"]) -> Float[Array, "m c"]:
-    c = U.shape[1]
-    pad = max(_DOT_WIDTH - c, 0)
-    return (S @ jnp.pad(U, ((0, 0), (0, pad))))[:, :c]
+    return (S @ _widened(U))[:, : U.shape[1]]
 
 
 def _left_times(V: Float[Array, "m c"], S: Float[Array, "m n"]) -> Float[Array, "c n"]:
     """$V^\\top S$."""
-    c = V.shape[1]
-    pad = max(_DOT_WIDTH - c, 0)
-    return (jnp.pad(V, ((0, 0), (0, pad))).T @ S)[:c]
+    return (_widened(V).T @ S)[: V.shape[1]]
 
 
 def _solve_pins(
