@@ -85,6 +85,30 @@ def test_formation_times_and_alignment():
     assert align[0] == pytest.approx(1.0) and align[1] == pytest.approx(-1.0)
 
 
+def test_alignment_leaves_out_neurons_that_never_grew():
+    # 1-D, data on [-1, 1]. Neurons 0, 1: grown, one kink at 0.2 facing right, the same
+    # sign of a — one response function, cosine 1. Neurons 2, 3: tiny, a kink at the
+    # leftmost point facing left: zero on every probe, a cluster of their own.
+    x = np.array([[-1.0], [-0.4], [0.1], [0.5], [1.0]])
+    a = np.array([1.0, 0.5, 1e-9, -1e-9])
+    W = np.array([[2.0], [1.0], [-1e-9], [-2e-9]])
+    b = -0.2 * W[:, 0]
+    b[2:] = -1.0 * np.abs(W[2:, 0])  # w x + b = 0 at x = -1, active for x < -1
+    labels = ar.clusters(np.sign(W), -b / np.abs(W[:, 0]), *ar.data_ball(x), 1e-2)
+    np.testing.assert_array_equal(labels, [0, 0, 1, 1])
+    units = ar.unit_responses(a, W, b, "relu", ar.probe_points(x))
+    assert np.all(units[2:] == 0)
+    assert list(ar.response_alignment(units, labels).values()) == pytest.approx([1.0, 0.0])
+    mean, lowest = ar.grown_alignment(a, W, b, "relu", x, 1e-2, 1e-3)
+    assert mean == pytest.approx(1.0) and lowest == pytest.approx(1.0)
+    # Opposite signs of a in one grown cluster cancel: cosine -1.
+    assert ar.grown_alignment(a * [1, -1, 1, 1], W, b, "relu", x, 1e-2, 1e-3)[1] == (
+        pytest.approx(-1.0)
+    )
+    # No cluster of two grown neurons: nothing to measure.
+    assert np.isnan(ar.grown_alignment(a * [1, 1e-9, 1, 1], W, b, "relu", x, 1e-2, 1e-3)[0])
+
+
 # ---------------------------------------------------------------------------------------
 # Pins.
 # ---------------------------------------------------------------------------------------

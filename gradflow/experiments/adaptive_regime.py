@@ -33,6 +33,7 @@ from ._adaptive_regime.measures import (
     data_ball as data_ball,
     formation_times as formation_times,
     grown as grown,
+    grown_alignment as grown_alignment,
     neuron_sizes as neuron_sizes,
     pin_durations as pin_durations,
     pin_table as pin_table,

@@ -50,8 +50,10 @@ class AdaptiveRegimeConfig(eqx.Module):
     ball of the difference of their signed distances is at most `cluster_tol` times the
     ball's radius (see `breakplane_distance`); clusters are the connected components.
     `growth_floor`: a neuron counts as *grown* when $|a_k|\\,\\|(w_k, b_k)\\|$ is at least
-    this fraction of the largest. `pin_tol`: a breakplane passes through a data point
-    when $|w_k\\cdot x_i + b_k - c| \\le$ `pin_tol`$\\cdot\\|(w_k,b_k)\\|\\,\\|(x_i,1)\\|$
+    this fraction of the largest; response alignment is measured within the clusters of
+    grown neurons at the end (`grown_alignment`). `pin_tol`: a breakplane passes through
+    a data point when $|w_k\\cdot x_i + b_k - c| \\le$
+    `pin_tol`$\\cdot\\|(w_k,b_k)\\|\\,\\|(x_i,1)\\|$
     (rounding level; used to read pins from a state).
 
     **Gradient descent check.** `gd_rates`: step sizes η of `gradient_descent` from the

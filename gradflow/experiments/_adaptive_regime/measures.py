@@ -201,6 +201,28 @@ def grown(a, W, b, floor) -> np.ndarray:
     return size >= floor * np.max(size, axis=-1, keepdims=True)
 
 
+def grown_alignment(a, W, b, activation, x, tol, floor) -> tuple[float, float]:
+    """Response alignment of one net at the clusters of its grown neurons: `(mean, lowest)`
+    of `response_alignment` over the clusters of at least two `grown` neurons (`floor`),
+    the mean weighted by cluster size, on `probe_points(x)`; `(nan, nan)` without such a
+    cluster. Neurons that never grew are left out: one can sit dead on the data's edge
+    (zero on every probe), and a cluster of those is no evidence either way."""
+    a, W, b = (np.asarray(v, np.float64) for v in (a, W, b))
+    norm = np.linalg.norm(W, axis=-1)
+    safe = np.where(norm > 0, norm, 1.0)
+    orientation = np.where(norm[:, None] > 0, W / safe[:, None], np.nan)
+    offset = np.where(norm > 0, -b / safe, np.nan)
+    centre, radius = data_ball(x)
+    labels = clusters(orientation, offset, centre, radius, tol, grown(a, W, b, floor))
+    sizes = cluster_sizes(labels)
+    if not len(sizes) or sizes.max() < 2:
+        return float("nan"), float("nan")
+    align = response_alignment(unit_responses(a, W, b, activation, probe_points(x)), labels)
+    weights = np.array([sizes[label] for label in align], np.float64)
+    values = np.array(list(align.values()))
+    return float(np.sum(weights * values) / weights.sum()), float(values.min())
+
+
 # ---------------------------------------------------------------------------------------
 # Pins.
 # ---------------------------------------------------------------------------------------

@@ -401,7 +401,8 @@ def _example_lines(name, title, e) -> list[str]:
         f"neurons); median largest by tolerance {e['largest_by_tol']}; grown neurons "
         f"{_q(e['grown_quartiles'])}",
         f"  formation time of the largest cluster {_q(e['formation_quartiles'])}; response "
-        f"alignment within clusters (mean cosine) {_q(e['alignment_quartiles'])}, lowest "
+        f"alignment within clusters of grown neurons (mean cosine) "
+        f"{_q(e['alignment_quartiles'])}, lowest "
         f"{'—' if e['alignment_min'] is None else format(e['alignment_min'], '.3g')}",
     ]
     if "pins_end_total" in e:

@@ -150,7 +150,6 @@ def ensemble_dataset(config: AdaptiveRegimeConfig, sol, x, y, activation: str):
     formation = np.full(S, np.nan)
     alignment = np.full(S, np.nan)
     alignment_min = np.full(S, np.nan)
-    probes = ms.probe_points(x)
     pins_end = np.zeros(S, np.int64)
     pinned_neurons_end = np.zeros(S, np.int64)
     max_points_end = np.zeros(S, np.int64)
@@ -179,11 +178,9 @@ def ensemble_dataset(config: AdaptiveRegimeConfig, sol, x, y, activation: str):
         times = ms.formation_times(labels[s], ts)
         if times:
             formation[s] = times[int(np.argmax(sizes))] if sizes.max() >= 2 else np.nan
-            units = ms.unit_responses(a_end[s], W_end[s], b_end[s], activation, probes)
-            align = ms.response_alignment(units, final)
-            weights = np.array([sizes[label] for label in align])
-            alignment[s] = float(np.sum(weights * np.array(list(align.values()))) / weights.sum())
-            alignment_min[s] = min(align.values())
+        alignment[s], alignment_min[s] = ms.grown_alignment(
+            a_end[s], W_end[s], b_end[s], activation, x, config.cluster_tol, config.growth_floor
+        )
         state_pins = ms.pins_from_state(W_end[s], b_end[s], x, activation, config.pin_tol)
         state_pins_end[s] = len(state_pins)
         distance = ms.point_distances(xi_end[s], gamma_end[s], x).min(axis=1) / radius
