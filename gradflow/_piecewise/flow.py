@@ -725,7 +725,9 @@ def _apply_event(ctx: _Context, step: _Step, t_event, c: _Loop) -> _Loop:
     velocity, alpha, z, error = ctx.field.evaluate_with_error(state, p.pieces, p.pins)
     h_free, h_pin = ctx.field.margins(z, alpha, p.pieces, p.pins)
     entry = _argmin_entry(jnp.where(step.candidates_free, h_free, jnp.inf))
-    h_first = h_free[entry]
+    # With no free candidate `entry` is (0, 0), whatever its margin: it must not compete
+    # with the pins (it did, and a non-candidate "turned back" at every step from then on).
+    h_first = jnp.where(jnp.any(step.candidates_free), h_free[entry], jnp.inf)
     h_pin_candidates = jnp.where(step.candidates_pin, h_pin, jnp.inf)
     # The first event is a free entry reaching a kink unless a pin's α left [0, 1] first.
     at_kink = (h_first < 0) | (h_first <= jnp.min(h_pin_candidates))
