@@ -179,6 +179,42 @@ def test_flow_moves_on_past_a_tangent_release_at_rest():
     assert float(sol.final_loss) < 1e-19
 
 
+def test_an_event_with_only_pins_as_candidates_releases_a_pin():
+    # A step whose only candidates are pins holds a release, whatever the free entries'
+    # margins. The free entry compared against the pins used to be (0, 0) — the argmin of
+    # an all-inf mask — at its real margin: one a rounding error across its kink
+    # (-5.6e-18 in a run of the threshold sweep, not a candidate) beat the pins and was
+    # handled as reaching its kink; the flow stood still until max_steps. Here neuron 1 is
+    # the pinned neuron above (leaky ReLU, so the pin may go), and neuron 0's pre-activation
+    # at x_1 is put 1e-16 across its kink.
+    from gradflow._options import flow_options
+    from gradflow._piecewise import flow
+
+    activation = gf.LeakyReLU(0.1)
+    u0 = 0.09
+    net = gf.TwoLayerNet(
+        jnp.array([0.5, np.sqrt(u0)]), jnp.array([[1.0], [np.sqrt(u0)]]),
+        jnp.array([-1e-16, 0.0]), activation,
+    )  # fmt: skip
+    data, options = flow_options(net, ONE_D_X, ONE_D_Y, None, t1=8.0, kinks="exact", rtol=1e-12)
+    ctx, position = flow._start(net, data, options, breakplanes_of(activation))
+    loop = flow._initial_loop(ctx, position)
+    loop = flow._iteration(ctx, loop)  # the pin, at t = 0 (neuron 0 would pin next)
+    np.testing.assert_array_equal(loop.position.pins, [[-1, -1], [0, -1]])
+    loop = eqx.tree_at(lambda c: c.position.pieces, loop, loop.position.pieces.at[0, 0].set(2))
+    h_free, _ = flow._margins(ctx.field, loop.position.state, loop.position.pieces,
+                              loop.position.pins)  # fmt: skip
+    assert -1e-15 < float(h_free[0, 0]) < 0  # across, by less than rounding
+    _, step, _ = flow._attempt(ctx, loop)
+    step = eqx.tree_at(
+        lambda s: (s.candidates_free, s.candidates_pin), step,
+        (jnp.zeros_like(step.candidates_free), loop.position.pins >= 0),
+    )  # fmt: skip
+    after = flow._apply_event(ctx, step, step.t0, loop)
+    np.testing.assert_array_equal(after.position.pins, -1)  # released; neuron 0 not pinned
+    np.testing.assert_array_equal(after.position.pieces[0], loop.position.pieces[0])
+
+
 # --------------------------------------------------------------------------------------
 # One breakplane pinned by two points in 2-D.
 #
