@@ -207,13 +207,13 @@ def grown_alignment(a, W, b, activation, x, tol, floor) -> tuple[float, float]:
     the mean weighted by cluster size, on `probe_points(x)`; `(nan, nan)` without such a
     cluster. Neurons that never grew are left out: one can sit dead on the data's edge
     (zero on every probe), and a cluster of those is no evidence either way."""
+    import gradflow as gf
+
     a, W, b = (np.asarray(v, np.float64) for v in (a, W, b))
-    norm = np.linalg.norm(W, axis=-1)
-    safe = np.where(norm > 0, norm, 1.0)
-    orientation = np.where(norm[:, None] > 0, W / safe[:, None], np.nan)
-    offset = np.where(norm > 0, -b / safe, np.nan)
+    rs = gf.radon.radon_spline(gf.TwoLayerNet(a, W, b, activation))
     centre, radius = data_ball(x)
-    labels = clusters(orientation, offset, centre, radius, tol, grown(a, W, b, floor))
+    labels = clusters(np.asarray(rs.orientation), np.asarray(rs.offset), centre, radius, tol,
+                      grown(a, W, b, floor))  # fmt: skip
     sizes = cluster_sizes(labels)
     if not len(sizes) or sizes.max() < 2:
         return float("nan"), float("nan")
