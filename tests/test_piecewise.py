@@ -197,20 +197,21 @@ def test_an_event_with_only_pins_as_candidates_releases_a_pin():
         jnp.array([-1e-16, 0.0]), activation,
     )  # fmt: skip
     data, options = flow_options(net, ONE_D_X, ONE_D_Y, None, t1=8.0, kinks="exact", rtol=1e-12)
+    # Compiled: run op by op, these internals take seconds.
     ctx, position = flow._start(net, data, options, breakplanes_of(activation))
     loop = flow._initial_loop(ctx, position)
-    loop = flow._iteration(ctx, loop)  # the pin, at t = 0 (neuron 0 would pin next)
+    loop = eqx.filter_jit(flow._iteration)(ctx, loop)  # the pin, at t = 0 (neuron 0 would pin next)
     np.testing.assert_array_equal(loop.position.pins, [[-1, -1], [0, -1]])
     loop = eqx.tree_at(lambda c: c.position.pieces, loop, loop.position.pieces.at[0, 0].set(2))
     h_free, _ = flow._margins(ctx.field, loop.position.state, loop.position.pieces,
                               loop.position.pins)  # fmt: skip
     assert -1e-15 < float(h_free[0, 0]) < 0  # across, by less than rounding
-    _, step, _ = flow._attempt(ctx, loop)
+    _, step, _ = eqx.filter_jit(flow._attempt)(ctx, loop)
     step = eqx.tree_at(
         lambda s: (s.candidates_free, s.candidates_pin), step,
         (jnp.zeros_like(step.candidates_free), loop.position.pins >= 0),
     )  # fmt: skip
-    after = flow._apply_event(ctx, step, step.t0, loop)
+    after = eqx.filter_jit(flow._apply_event)(ctx, step, step.t0, loop)
     np.testing.assert_array_equal(after.position.pins, -1)  # released; neuron 0 not pinned
     np.testing.assert_array_equal(after.position.pieces[0], loop.position.pieces[0])
 
